@@ -1,0 +1,35 @@
+# LLM Lab — `make run` starts everything, `make test` runs every test, `make bench` the benchmarks.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch build to install. 2.13.0 from PyPI is the CUDA build on Linux (several GB); for a CPU-only Linux
+# machine use: make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+QUEUE ?= infer
+
+.PHONY: run test bench worker install clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "LLM Lab needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py lab
+
+worker: install
+	$(PY) manage.py lab --worker $(QUEUE)
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m pytest tests/benchmarks -s -p no:cacheprovider
+
+clean:
+	rm -rf var/run var/redis

@@ -1,0 +1,21 @@
+from django.urls import reverse
+
+# The seven places of the app, in the order of the journey; System last.
+NAV = [
+    ("data", "Data", "system:data"),
+    ("tokenizers", "Tokenizers", "system:tokenizers"),
+    ("training", "Training", "system:training"),
+    ("generate", "Generate", "system:generate"),
+    ("explorer", "Explorer", "system:explorer"),
+    ("models", "Models", "system:models"),
+    ("system", "System", "system:status"),
+]
+
+
+def navigation(request):
+    path = request.path
+    items = []
+    for key, label, url_name in NAV:
+        url = reverse(url_name)
+        items.append({"key": key, "label": label, "url": url, "active": path.startswith(url)})
+    return {"nav_items": items}

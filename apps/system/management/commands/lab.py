@@ -1,0 +1,168 @@
+"""`manage.py lab`: the whole stack in one terminal — Redis (embedded unless REDIS_URL is set), the ASGI server and
+one Celery worker per queue. Ctrl-C stops everything it started; a second Ctrl-C stops it at once.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.system.redisconn import free_port, redis_server_start
+
+GRACE_SECONDS = 10  # how long a Ctrl-C waits for workers to finish their step before killing them
+
+
+def _die_with_parent():
+    """In each child: die with this launcher even if it is killed with SIGKILL (Linux), so nothing is left behind.
+
+    A clean stop (Ctrl-C, SIGTERM) goes through shutdown() instead, which lets workers finish their step.
+    """
+    os.setsid()  # own process group: the terminal's Ctrl-C reaches only the launcher, which stops children in order
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def worker_command(queue: str) -> list[str]:
+    """The Celery command line of a worker for one queue (`make run` starts both; `make worker` one)."""
+    celery = [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "config", "worker", "--loglevel", "INFO"]
+    celery += ["--without-gossip", "--without-mingle", "-Q", queue, "-n", f"{queue}@%h"]
+    if queue == "train":
+        # One training job per device at a time; solo pool so the job runs in the process that beats the heart.
+        return [*celery, "--pool", "solo"]
+    # Generation and traces: a few at a time, sharing the process's warm model cache.
+    return [*celery, "--pool", "threads", "--concurrency", "4"]
+
+
+QUEUES = ("train", "infer")
+
+
+class Command(BaseCommand):
+    help = "Run LLM Lab: Redis, the web server and the train/infer workers. Ctrl-C stops them all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--no-workers", action="store_true", help="start only Redis and the web server")
+        parser.add_argument("--worker", choices=QUEUES, help="run only a worker for this queue (another machine: set REDIS_URL, DATABASE_URL, ARTIFACTS_DIR)")
+
+    def handle(self, *args, host, port, no_workers, worker, **options):
+        if worker:
+            os.execv(worker_command(worker)[0], worker_command(worker))
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started from a shell that ignores it
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.stopping = False
+        env = os.environ.copy()
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            env["REDIS_URL"] = self.redis(env)
+            call_command("migrate", interactive=False, verbosity=0)
+            self.stdout.write("Database ready.")
+            call_command("seed", stdout=self.stdout)
+            web_port = free_port(port, host)
+            if web_port != port:
+                self.stdout.write(self.style.WARNING(f"Port {port} is taken; using {web_port}."))
+            daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
+            self.spawn("web", [daphne, "-b", host, "-p", str(web_port), "config.asgi:application"], env)
+            if not no_workers:
+                for queue in QUEUES:
+                    self.spawn(queue, worker_command(queue), env)
+            url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{web_port}/"
+            self.stdout.write(self.style.SUCCESS(f"\nLLM Lab is running at {url}   (Ctrl-C to stop)\n"))
+            self.supervise()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+
+    def redis(self, env) -> str:
+        if url := os.environ.get("REDIS_URL"):
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+            except redis.RedisError as exc:
+                raise CommandError(
+                    f"Redis at REDIS_URL={url} is unreachable ({exc}). Start it, fix REDIS_URL, "
+                    "or unset REDIS_URL to use the embedded Redis."
+                ) from None
+            self.stdout.write(f"Using Redis at {url}.")
+            return url
+        port = free_port(6390)
+        (settings.VAR_DIR / "redis").mkdir(parents=True, exist_ok=True)
+        try:
+            proc = redis_server_start(
+                port=port,
+                data_dir=settings.VAR_DIR / "redis",
+                persist=True,
+                preexec_fn=_die_with_parent,
+                stdout=open(settings.VAR_DIR / "redis" / "redis.log", "ab"),
+            )
+        except RuntimeError as exc:
+            raise CommandError(f"Could not start the embedded Redis: {exc}") from None
+        self.children.append(("redis", proc))
+        url = f"redis://127.0.0.1:{port}/0"
+        settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
+        (settings.RUN_DIR / "redis.url").write_text(url)
+        self.stdout.write(f"Embedded Redis started at {url}.")
+        return url
+
+    def spawn(self, name, cmd, env):
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+        self.children.append((name, proc))
+
+    def supervise(self):
+        reported = set()
+        while True:
+            for name, proc in self.children:
+                if proc.poll() is not None and name not in reported:
+                    reported.add(name)
+                    code = proc.returncode
+                    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+                    if name in ("web", "redis"):
+                        raise CommandError(f"{name} exited ({how}); stopping everything.")
+                    self.stderr.write(
+                        f"Worker '{name}' exited ({how}); the rest keeps running. Start it again in another "
+                        f"terminal with: make worker QUEUE={name}"
+                    )
+            time.sleep(0.5)
+
+    def shutdown(self):
+        """Stop children in reverse order of start (workers, web, then Redis); a second Ctrl-C kills at once."""
+        if self.stopping or not self.children:
+            return
+        self.stopping = True
+        self.stdout.write("\nStopping…")
+        hurry = False
+
+        def on_second_interrupt(signum, frame):
+            nonlocal hurry
+            hurry = True
+
+        previous = signal.signal(signal.SIGINT, on_second_interrupt)
+        try:
+            for name, proc in reversed(self.children):
+                self.signal(proc, signal.SIGTERM)
+                deadline = time.monotonic() + GRACE_SECONDS
+                while proc.poll() is None and time.monotonic() < deadline and not hurry:
+                    time.sleep(0.1)
+                self.signal(proc, signal.SIGKILL)
+                proc.wait()
+            (settings.RUN_DIR / "redis.url").unlink(missing_ok=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.stdout.write("Stopped.")
+
+    @staticmethod
+    def signal(proc, signum):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,47 @@
+from django.conf import settings
+from django.contrib.auth import login
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from apps.system import selectors
+from apps.system.forms import SignUpForm
+from apps.system.steps import PLANNED, STEPS
+
+
+def home(request):
+    return render(request, "system/home.html", {"steps": STEPS})
+
+
+def planned(request, key: str):
+    """A page that later work fills: it says what it will hold instead of pretending."""
+    if key not in PLANNED:
+        raise Http404
+    return render(request, "system/planned.html", {"page": PLANNED[key], "key": key})
+
+
+def status(request):
+    context = {"workers": selectors.worker_list(), "health": selectors.health(), "gone_after": settings.WORKER_GONE_SECONDS}
+    if request.headers.get("HX-Request"):
+        return render(request, "system/_live.html", context)
+    return render(request, "system/status.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("system:home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)
+        return redirect("system:home")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def not_found(request, exception=None):
+    return render(request, "404.html", status=404)
+
+
+def server_error(request):
+    return render(request, "500.html", status=500)

@@ -1,0 +1,184 @@
+"""All settings, read from the environment once, here.
+
+Environment variables (see README "Configuration"):
+  DATABASE_URL   sqlite:///path (default var/db.sqlite3, WAL mode) or postgres://user:pass@host:5432/name
+  REDIS_URL      broker, channel layer and worker registry; unset: the embedded Redis that `manage.py lab` starts
+  ARTIFACTS_DIR  token shards, tokenizer files, checkpoints (default var/artifacts)
+  SECRET_KEY     unset: generated once and kept in ARTIFACTS_DIR/secret_key
+  LAB_VAR_DIR    where the defaults above live: database, artifacts, the embedded Redis's data (default ./var)
+  DEBUG          1/true to enable Django's debug pages (default off)
+  ALLOWED_HOSTS  comma-separated (default localhost,127.0.0.1,[::1])
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+VAR_DIR = Path(os.environ.get("LAB_VAR_DIR", BASE_DIR / "var")).resolve()  # default home of everything below
+RUN_DIR = VAR_DIR / "run"  # runtime files of `manage.py lab` (the embedded Redis's URL while it runs)
+ARTIFACTS_DIR = Path(os.environ.get("ARTIFACTS_DIR", VAR_DIR / "artifacts")).resolve()
+ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    path = ARTIFACTS_DIR / "secret_key"
+    if not path.exists():
+        # Written once, readable by the owner only; every process on this machine (and workers sharing
+        # ARTIFACTS_DIR) then agrees on it, so sessions survive restarts.
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+        os.replace(tmp, path)
+    return path.read_text().strip()
+
+
+def _redis_url() -> str:
+    if url := os.environ.get("REDIS_URL"):
+        return url
+    # `manage.py lab` writes the embedded server's URL here while it runs, so `manage.py shell` and friends
+    # started beside it talk to the same Redis.
+    recorded = RUN_DIR / "redis.url"
+    if recorded.exists():
+        return recorded.read_text().strip()
+    return "redis://127.0.0.1:6379/0"
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+REDIS_URL = _redis_url()
+
+INSTALLED_APPS = [
+    "daphne",  # first: its runserver serves ASGI (websockets included)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "apps.system",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.system.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=0
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the workers write at the same time: WAL lets readers run beside one writer, IMMEDIATE
+    # transactions take the write lock up front (no deadlock on upgrade), and the timeout waits instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "system:login"
+LOGIN_REDIRECT_URL = "system:home"
+LOGOUT_REDIRECT_URL = "system:home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"  # only `collectstatic` fills it; WhiteNoise serves from static/ directly
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = True  # serve straight from static/ without a collectstatic step
+
+# Uploads larger than this are refused with a message (corpora raise their own, larger limit per request).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
+    }
+}
+
+# Celery: two queues. `train` runs one job per device at a time; `infer` serves generation and traces, so a
+# pretraining run never blocks a user's generation. Routes live in config/celery.py.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_DEFAULT_QUEUE = "infer"
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Workers publish a heartbeat this often; the System page calls a worker gone when its last one is older than
+# WORKER_GONE_SECONDS.
+WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", 2))
+WORKER_GONE_SECONDS = float(os.environ.get("WORKER_GONE_SECONDS", 10))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

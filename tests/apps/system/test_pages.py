@@ -1,0 +1,98 @@
+import time
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from apps.system.services import worker_record_heartbeat
+
+pytestmark = pytest.mark.django_db
+
+NAV = ["Data", "Tokenizers", "Training", "Generate", "Explorer", "Models", "System"]
+
+
+def test_home_explains_the_four_steps_each_linked_to_its_page(client):
+    html = client.get("/").content.decode()
+    for title, url in [("Data", "/data/"), ("Tokens", "/tokenizers/"), ("Pretraining", "/training/"), ("Inference", "/generate/")]:
+        assert f"<h2>{title}</h2>" in html
+        assert f'href="{url}"' in html
+
+
+@pytest.mark.parametrize("url", ["/", "/system/", "/data/", "/accounts/login/"])
+def test_every_page_has_the_navigation_and_marks_the_current_one(client, url):
+    html = client.get(url).content.decode()
+    positions = [html.index(f">{label}</a>") for label in NAV]
+    assert positions == sorted(positions), "navigation in the order of the journey"
+    if url in ("/system/", "/data/"):
+        assert 'aria-current="page"' in html
+
+
+@pytest.mark.parametrize("url", ["/data/", "/tokenizers/", "/training/", "/generate/", "/explorer/", "/models/"])
+def test_pages_still_to_come_say_so(client, url):
+    response = client.get(url)
+    assert response.status_code == 200
+    assert "Not built yet." in response.content.decode()
+
+
+def test_unknown_url_gets_the_site_404_page(client):
+    response = client.get("/no/such/page/")
+    assert response.status_code == 404
+    assert "There is nothing at" in response.content.decode()
+
+
+def test_signup_creates_the_account_and_signs_in(client):
+    response = client.post("/accounts/signup/", {"username": "ada", "password1": "analytical-engine-1843", "password2": "analytical-engine-1843"})
+    assert response.status_code == 302
+    assert User.objects.filter(username="ada").exists()
+    assert "ada" in client.get("/").content.decode()
+
+
+def test_signup_with_mismatched_passwords_says_why_and_creates_nothing(client):
+    response = client.post("/accounts/signup/", {"username": "bob", "password1": "analytical-engine-1843", "password2": "different-1843"})
+    assert response.status_code == 400
+    assert "didn’t match" in response.content.decode() or "didn't match" in response.content.decode()
+    assert not User.objects.filter(username="bob").exists()
+
+
+def test_sign_in_and_sign_out(client):
+    User.objects.create_user("cy", password="s3cret-pass-word")
+    response = client.post("/accounts/login/", {"username": "cy", "password": "s3cret-pass-word"})
+    assert response.status_code == 302
+    assert "Sign out" in client.get("/").content.decode()
+    client.post("/accounts/logout/")
+    assert "Sign in" in client.get("/").content.decode()
+
+
+def test_wrong_password_is_refused_with_a_message(client):
+    User.objects.create_user("cy", password="s3cret-pass-word")
+    response = client.post("/accounts/login/", {"username": "cy", "password": "nope"})
+    assert response.status_code == 200
+    assert "enter a correct username and password" in response.content.decode()
+
+
+def test_staff_see_the_admin_link(client):
+    admin = User.objects.create_superuser("root", password="pw-root-123456")
+    client.force_login(admin)
+    assert reverse("admin:index") in client.get("/").content.decode()
+
+
+def test_system_page_lists_recorded_workers_and_service_health(client, redis_clean):
+    worker_record_heartbeat(status=_status("train@box", queues=["train"], age=0.5))
+    worker_record_heartbeat(status=_status("old@box", queues=["infer"], age=60))
+    html = client.get("/system/").content.decode()
+    assert 'data-worker="train@box" data-state="live"' in html
+    assert 'data-worker="old@box" data-state="gone"' in html
+    assert "<strong>Redis</strong> Redis" in html
+    assert "<strong>Database</strong> SQLite" in html or "PostgreSQL" in html
+
+
+def test_system_page_says_how_to_start_a_worker_when_none_reported(client, redis_clean):
+    assert "No worker has reported in" in client.get("/system/").content.decode()
+
+
+def _status(name, *, queues, age):
+    return {
+        "name": name, "host": "box", "pid": 1, "queues": queues, "pool": "solo", "concurrency": 1, "python": "3.11",
+        "started": time.time() - 100, "ts": time.time() - age, "tasks": [],
+        "device": {"kind": "cpu", "name": "Test CPU", "cores": 2, "memory_bytes": 2**30, "torch": "2.13.0", "cpu": "Test CPU", "count": 1},
+    }
