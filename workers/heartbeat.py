@@ -96,11 +96,12 @@ _identity: dict = {}
 
 @celeryd_after_setup.connect
 def _remember_identity(sender, instance, **kwargs):
+    pool = instance.pool_cls if isinstance(instance.pool_cls, str) else instance.pool_cls.__module__.rsplit(".", 1)[-1]
     _identity.update(
         name=sender,
         queues=sorted(instance.app.amqp.queues.consume_from),
-        pool=instance.pool_cls if isinstance(instance.pool_cls, str) else instance.pool_cls.__module__.rsplit(".", 1)[-1],
-        concurrency=instance.concurrency,
+        pool=pool,
+        concurrency=1 if pool == "solo" else instance.concurrency,  # solo ignores --concurrency (default: cores)
     )
 
 

@@ -7,6 +7,10 @@ from celery import shared_task
 
 from workers import heartbeat  # noqa: F401  (connects the worker's heartbeat signals)
 
+# Every training task (name run_*, queue `train`) is declared with these: the message is acknowledged only when the
+# task ends, and a worker killed mid-run (SIGKILL, reboot) hands it back to the queue for another worker.
+TRAIN_TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
+
 
 @shared_task
 def device_probe() -> dict:

@@ -10,7 +10,8 @@ from apps.system.steps import PLANNED, STEPS
 
 
 def home(request):
-    return render(request, "system/home.html", {"steps": STEPS})
+    steps = [step | {"planned": step["key"] in PLANNED} for step in STEPS]
+    return render(request, "system/home.html", {"steps": steps})
 
 
 def planned(request, key: str):

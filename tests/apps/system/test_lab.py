@@ -1,0 +1,112 @@
+"""`manage.py lab` (what `make run` runs), end to end: real Redis, daphne and both workers; Ctrl-C stops them all."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from apps.system.redisconn import free_port
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Lab:
+    def __init__(self, tmp_path: Path, *extra, **env):
+        clean = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "ARTIFACTS_DIR", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
+        self.log = tmp_path / f"lab-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "lab", *extra],
+            cwd=ROOT,
+            env=clean | {"LAB_VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"} | env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_running(self) -> str:
+        match = wait_for(lambda: re.search(r"running at (http://\S+)", self.output), timeout=90, what="the launcher", proc=self.proc)
+        return match.group(1)
+
+    def children(self) -> list[int]:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def stop(self, *, times: int = 1) -> int:
+        for _ in range(times):
+            self.proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        return self.proc.wait(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _live_workers(url: str) -> set[str]:
+    try:
+        html = urllib.request.urlopen(url + "system/", timeout=2).read().decode()
+    except OSError:
+        return set()
+    return set(re.findall(r'data-worker="([^"]+)" data-state="live"', html))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
+def test_one_command_starts_everything_and_ctrl_c_stops_everything(tmp_path):
+    taken = socket.socket()
+    port = free_port(18000)
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    try:
+        lab = Lab(tmp_path, "--port", str(port))
+        url = lab.wait_running()
+        assert f"Port {port} is taken; using {port + 1}." in lab.output
+        assert url == f"http://localhost:{port + 1}/"
+        password = re.search(r"user: admin  password: (\S+)", lab.output).group(1)
+        assert len(password) >= 12
+        assert "Embedded Redis started at redis://127.0.0.1:" in lab.output
+        workers = wait_for(lambda: _live_workers(url) >= {f"train@{socket.gethostname()}", f"infer@{socket.gethostname()}"} and _live_workers(url), timeout=90, what="both workers on the System page", proc=lab.proc)
+        children = lab.children()
+        assert len(children) == 4, "redis, web, train worker, infer worker"
+        assert lab.stop() == 0
+        assert "Stopped." in lab.output
+        assert not [pid for pid in children if _alive(pid)], "every process it started has stopped"
+    finally:
+        taken.close()
+    print(f"workers seen live: {sorted(workers)}")
+
+    # Second start: the admin exists, so no password is printed; a double Ctrl-C still leaves nothing running.
+    again = Lab(tmp_path, "--port", str(free_port(18100)))
+    again.wait_running()
+    assert "password" not in again.output
+    children = again.children()
+    again.stop(times=2)
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def test_unreachable_redis_gets_one_clear_line_not_a_traceback(tmp_path):
+    lab = Lab(tmp_path, REDIS_URL="redis://127.0.0.1:1/0")
+    assert lab.proc.wait(60) == 1
+    assert "Traceback" not in lab.output
+    assert "Redis at REDIS_URL=redis://127.0.0.1:1/0 is unreachable" in lab.output
+    assert "unset REDIS_URL to use the embedded Redis" in lab.output

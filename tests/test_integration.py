@@ -1,0 +1,94 @@
+"""The first real path: browser-side websocket ⇄ daphne/Channels ⇄ Redis ⇄ Celery worker, all real processes."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+import redis
+import websockets
+from django.conf import settings
+
+from apps.system import realtime
+from tests.conftest import wait_for
+from workers.tasks import device_probe
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
+
+
+def _recorded(name):
+    raw = redis.Redis.from_url(settings.REDIS_URL).get(realtime.worker_key(name))
+    return json.loads(raw) if raw else None
+
+
+def test_a_real_worker_runs_a_task_from_the_infer_queue(processes):
+    processes.worker("infer", "infer@test")
+    result = device_probe.delay().get(timeout=60)
+    assert result["kind"] in {"cpu", "cuda", "mps"}
+    assert result["torch"].startswith("2.")
+    assert result["cores"] >= 1
+
+
+def test_a_worker_announces_its_queues_and_device(processes):
+    proc = processes.worker("infer", "infer@announce")
+    status = wait_for(lambda: _recorded("infer@announce"), timeout=60, what="the first heartbeat", proc=proc)
+    assert status["queues"] == ["infer"] and status["pool"] == "thread"
+    assert status["device"]["torch"].startswith("2.") and status["device"]["cores"] >= 1
+    assert time.time() - status["ts"] < 5
+
+
+def test_a_clean_shutdown_removes_the_worker(processes):
+    proc = processes.worker("train", "train@bye")
+    wait_for(lambda: _recorded("train@bye"), timeout=60, what="the first heartbeat", proc=proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    assert _recorded("train@bye") is None
+
+
+def test_the_system_socket_shows_a_new_worker_live_and_a_killed_one_gone(processes):
+    url = processes.asgi_server()
+    ws_url = url.replace("http", "ws") + "/ws/system/"
+
+    async def scenario():
+        async with websockets.connect(ws_url, origin=url) as ws:
+            await _receive_matching(ws, r'id="workers"', timeout=5)  # the snapshot on connect
+            worker = processes.worker("train", "train@live")
+            started = time.monotonic()
+            await _receive_matching(ws, r'data-worker="train@live" data-state="live"', timeout=60)
+            appeared = time.monotonic() - started
+            os.killpg(worker.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            html = await _receive_matching(ws, r'data-worker="train@live" data-state="gone"', timeout=settings.WORKER_GONE_SECONDS + 5)
+            return appeared, time.monotonic() - killed, html
+
+    appeared, gone_after, html = asyncio.run(scenario())
+    assert gone_after < settings.WORKER_GONE_SECONDS + 3
+    assert "<strong>CPU</strong>" in html or "<strong>CUDA</strong>" in html
+    print(f"worker visible {appeared:.1f} s after start; marked gone {gone_after:.1f} s after SIGKILL")
+
+
+def test_the_system_socket_refuses_a_foreign_origin(processes):
+    url = processes.asgi_server()
+
+    async def scenario():
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url.replace("http", "ws") + "/ws/system/", origin="http://evil.example"):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(scenario()) == 403
+
+
+async def _receive_matching(ws, pattern, timeout):
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(ws.recv(), timeout=left)
+        except TimeoutError:
+            break
+        if re.search(pattern, message):
+            return message
+    raise AssertionError(f"no websocket message matching {pattern!r} within {timeout} s")
