@@ -110,3 +110,10 @@ def test_unreachable_redis_gets_one_clear_line_not_a_traceback(tmp_path):
     assert "Traceback" not in lab.output
     assert "Redis at REDIS_URL=redis://127.0.0.1:1/0 is unreachable" in lab.output
     assert "unset REDIS_URL to use the embedded Redis" in lab.output
+
+
+def test_a_worker_alone_refuses_an_unreachable_redis_in_one_line(tmp_path):
+    lab = Lab(tmp_path, "--worker", "train", REDIS_URL="redis://127.0.0.1:1/0")
+    assert lab.proc.wait(60) == 1
+    assert "Traceback" not in lab.output
+    assert "set REDIS_URL to the Redis of the machine running" in lab.output

@@ -55,6 +55,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, no_workers, worker, **options):
         if worker:
+            self.redis_check(settings.REDIS_URL, hint="set REDIS_URL to the Redis of the machine running `make run`")
             os.execv(worker_command(worker)[0], worker_command(worker))
         signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started from a shell that ignores it
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
@@ -85,13 +86,7 @@ class Command(BaseCommand):
 
     def redis(self, env) -> str:
         if url := os.environ.get("REDIS_URL"):
-            try:
-                redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-            except redis.RedisError as exc:
-                raise CommandError(
-                    f"Redis at REDIS_URL={url} is unreachable ({exc}). Start it, fix REDIS_URL, "
-                    "or unset REDIS_URL to use the embedded Redis."
-                ) from None
+            self.redis_check(url, hint="start it, fix REDIS_URL, or unset REDIS_URL to use the embedded Redis")
             self.stdout.write(f"Using Redis at {url}.")
             return url
         port = free_port(6390)
@@ -112,6 +107,13 @@ class Command(BaseCommand):
         (settings.RUN_DIR / "redis.url").write_text(url)
         self.stdout.write(f"Embedded Redis started at {url}.")
         return url
+
+    @staticmethod
+    def redis_check(url: str, *, hint: str) -> None:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis at REDIS_URL={url} is unreachable ({exc}): {hint}.") from None
 
     def spawn(self, name, cmd, env):
         proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
