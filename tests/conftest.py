@@ -1,6 +1,7 @@
 """Shared fixtures: a throw-away Redis for the whole session, and real processes started from the project's own
 commands — Celery workers and the ASGI server — pointed at it and at the test database."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -127,3 +128,12 @@ def processes(tmp_path):
     procs = Processes(tmp_path)
     yield procs
     procs.stop_all()
+
+
+def run_async(coro):
+    """Run a coroutine to completion in a fresh thread: Playwright's sync API keeps an event loop running in the
+    main thread for the session, where asyncio.run() would refuse."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

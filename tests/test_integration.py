@@ -13,7 +13,7 @@ import websockets
 from django.conf import settings
 
 from apps.system import realtime
-from tests.conftest import wait_for
+from tests.conftest import run_async, wait_for
 from workers.tasks import device_probe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
@@ -64,7 +64,7 @@ def test_the_system_socket_shows_a_new_worker_live_and_a_killed_one_gone(process
             html = await _receive_matching(ws, r'data-worker="train@live" data-state="gone"', timeout=settings.WORKER_GONE_SECONDS + 5)
             return appeared, time.monotonic() - killed, html
 
-    appeared, gone_after, html = asyncio.run(scenario())
+    appeared, gone_after, html = run_async(scenario())
     assert gone_after < settings.WORKER_GONE_SECONDS + 3
     assert "<strong>CPU</strong>" in html or "<strong>CUDA</strong>" in html
     print(f"worker visible {appeared:.1f} s after start; marked gone {gone_after:.1f} s after SIGKILL")
@@ -79,7 +79,7 @@ def test_the_system_socket_refuses_a_foreign_origin(processes):
                 pass
         return refused.value.response.status_code
 
-    assert asyncio.run(scenario()) == 403
+    assert run_async(scenario()) == 403
 
 
 async def _receive_matching(ws, pattern, timeout):

@@ -45,7 +45,7 @@ def test_sign_up_sign_out_and_sign_in_again(page, processes):
     expect(page.locator(".who")).to_contain_text("grace")
 
 
-def test_system_page_shows_workers_live_and_a_killed_one_gone(page, processes, screenshots):
+def test_system_page_shows_workers_live_a_killed_one_gone_and_a_restarted_one_back(page, processes, screenshots):
     url = processes.asgi_server()
     page.goto(url + "/system/")
     expect(page.locator("#connection")).to_have_text("live")
@@ -62,6 +62,8 @@ def test_system_page_shows_workers_live_and_a_killed_one_gone(page, processes, s
     )
     expect(page.locator('tr[data-worker="infer@browser"]')).to_have_attribute("data-state", "live")
     page.screenshot(path=screenshots / "system-gone.png", full_page=True)
+    processes.worker("train", "train@browser")  # restarting the killed worker brings it back
+    expect(page.locator('tr[data-worker="train@browser"]')).to_have_attribute("data-state", "live", timeout=60_000)
 
 
 def test_narrow_screens_keep_the_navigation_usable(browser, processes):

@@ -7,6 +7,7 @@ from channels.testing import WebsocketCommunicator
 from apps.system import realtime
 from config.asgi import application
 from tests.apps.system.test_pages import _status
+from tests.conftest import run_async as run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
 
@@ -17,12 +18,6 @@ async def _connect(headers=ORIGIN):
     communicator = WebsocketCommunicator(application, "/ws/system/", headers=headers)
     connected, _ = await communicator.connect()
     return communicator, connected
-
-
-def run(coro):
-    import asyncio
-
-    return asyncio.run(coro)
 
 
 def test_it_sends_the_workers_table_on_connect():
