@@ -91,7 +91,7 @@ def test_rotation_keeps_the_last_k_and_the_best_by_val_loss(tmp_path, gpt2_cfg):
     for step, v in val.items():
         save_checkpoint(tmp_path, model=model, step=step, losses={"val": v})
     removed = rotate_checkpoints(tmp_path, keep_last=2, best_by_val=True)
-    assert [p.name for p in removed] == ["ckpt-000001.safetensors", "ckpt-000003.safetensors", "ckpt-000004.safetensors"]
+    assert [p.name for p in removed] == [f"ckpt-00000{s}.safetensors" for s in (1, 3, 4)]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000002.safetensors", "ckpt-000005.safetensors",
                                                            "ckpt-000006.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(

@@ -152,3 +152,8 @@ def test_asking_for_cuda_without_it_is_a_config_error():
     with pytest.raises(ConfigError) as e:
         resolve_device("cuda")
     assert e.value.field == "device" and "device='auto'" in str(e.value)
+
+
+def test_validation_data_shorter_than_a_block_is_named(gpt2_cfg):
+    with pytest.raises(ValueError, match="^val data: the data has 10 tokens"):
+        train(gpt2_cfg, tiny_train(max_steps=1), random_tokens(100), random_tokens(10))

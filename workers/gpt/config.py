@@ -10,7 +10,6 @@ of the same config (norm="rmsnorm", pos="rope", mlp="swiglu", n_kv_head < n_head
 """
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass
@@ -42,7 +41,8 @@ class _ConfigMixin:
         unknown = sorted(set(data) - set(names))
         if unknown:
             listed = ", ".join(repr(k) for k in unknown)
-            raise ConfigError(unknown[0], f"unknown {cls.__name__} field(s): {listed}; known fields are: {', '.join(names)}")
+            raise ConfigError(
+                unknown[0], f"unknown {cls.__name__} field(s): {listed}; known fields are: {', '.join(names)}")
         return cls(**data)
 
     def _check_types(self):
@@ -110,7 +110,8 @@ class GPTConfig(_ConfigMixin):
             step = 2 * self.n_head
             lower, upper = (self.n_embd // step) * step, (self.n_embd // step + 1) * step
             tries = f"n_embd={lower} or {upper}" if lower else f"n_embd={upper}"
-            raise ConfigError("n_embd", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): try {tries}")
+            raise ConfigError(
+                "n_embd", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): try {tries}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"dropout ({self.dropout}) must be in [0, 1): try 0.0 or 0.1")
         _choice("norm", self.norm, NORMS)
@@ -120,8 +121,8 @@ class GPTConfig(_ConfigMixin):
             step = 2 * self.n_head
             raise ConfigError(
                 "n_embd",
-                f"pos='rope' needs an even head_size, but n_embd/n_head = {self.n_embd}/{self.n_head} = {self.head_size}: "
-                f"try n_embd={(self.n_embd // step + 1) * step}",
+                f"pos='rope' needs an even head_size, but n_embd/n_head = {self.n_embd}/{self.n_head} = "
+                f"{self.head_size}: try n_embd={(self.n_embd // step + 1) * step}",
             )
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
@@ -185,7 +186,8 @@ class TrainConfig(_ConfigMixin):
         if self.min_lr > self.learning_rate:
             raise ConfigError(
                 "min_lr",
-                f"min_lr ({self.min_lr}) must be <= learning_rate ({self.learning_rate}): try min_lr={self.learning_rate / 10:g}",
+                f"min_lr ({self.min_lr}) must be <= learning_rate ({self.learning_rate}): "
+                f"try min_lr={self.learning_rate / 10:g}",
             )
         if self.lr_decay_steps is None:
             self.lr_decay_steps = max(self.max_steps, self.warmup_steps)  # a run shorter than its warmup never decays
@@ -201,10 +203,6 @@ class TrainConfig(_ConfigMixin):
                 raise ConfigError(name, f"{name} ({value}) must be in [0, 1): try {0.9 if name == 'beta1' else 0.95}")
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.grad_accum  # times block_size, which lives in GPTConfig
 
 
 def _round_up(n: int, multiple: int) -> int:

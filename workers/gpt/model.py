@@ -242,12 +242,14 @@ class GPT(nn.Module):
         logits, _ = self._run(idx, kv_cache, start_pos, trace=None)
         loss = None
         if targets is not None:
+            # (B*T, vocab_size) against (B*T,); in float32 even under autocast, for an accurate log-softmax
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def forward_trace(self, idx) -> tuple[torch.Tensor, Trace]:
         """Like forward(idx), but also return a Trace: per-layer attention weights computed explicitly, the residual
-        stream after each block, and the MLP hidden activations. Slower and memory-hungry: for inspection only."""
+        stream after each block, and the MLP hidden activations. Slower and memory-hungry: for inspection only, and
+        best under torch.no_grad() (and model.eval(): the explicit path applies no attention dropout)."""
         return self._run(idx, None, None, trace=Trace())
 
     def _run(self, idx, kv_cache, start_pos, trace):

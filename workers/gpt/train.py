@@ -140,8 +140,8 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data=Non
         last = step == train_cfg.max_steps
         if step % train_cfg.eval_interval == 0 or last:
             evaluate()
-            model.train()
-        if on_checkpoint is not None and (last or train_cfg.checkpoint_interval and step % train_cfg.checkpoint_interval == 0):
+        every = train_cfg.checkpoint_interval
+        if on_checkpoint is not None and (last or (every and step % every == 0)):
             state.rng_state = _rng_state(data_gen, device)
             on_checkpoint(state)
 
@@ -164,7 +164,8 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def estimate_loss(model, splits: dict, cfg: TrainConfig, block_size: int, device, ctx=nullcontext()) -> dict[str, float]:
+def estimate_loss(model, splits: dict, cfg: TrainConfig, block_size: int, device="cpu",
+                  ctx=nullcontext()) -> dict[str, float]:
     """Mean loss over eval_iters batches of each split, in eval mode (no dropout). Every evaluation draws the same
     batches from a fixed seed, so successive estimates differ only by the model, and the training RNG is untouched."""
     model.eval()
@@ -275,7 +276,10 @@ def _check_ids(name: str, data, model_cfg: GPTConfig, train_cfg: TrainConfig):
     Checks a few sampled batches (scanning a large memmap would take long), drawn with their own generator."""
     gen = torch.Generator().manual_seed(train_cfg.seed + 2)
     for _ in range(4):
-        _, y = get_batch(data, train_cfg.batch_size, model_cfg.block_size, gen)
+        try:
+            _, y = get_batch(data, train_cfg.batch_size, model_cfg.block_size, gen)
+        except ValueError as e:
+            raise ValueError(f"{name} data: {e}") from None
         high = int(y.max())
         if high >= model_cfg.vocab_size:
             raise ValueError(f"the {name} data holds token id {high} but vocab_size is {model_cfg.vocab_size}: "
