@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import GPTConfig, TrainConfig
+from .data import fsync_dir
 from .model import GPT
 
 FORMAT = "llmlab-gpt-checkpoint"
@@ -249,17 +250,4 @@ def _atomic_write(path: Path, write):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

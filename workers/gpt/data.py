@@ -89,7 +89,7 @@ class TokenWriter:
             self._file.close()
             if exc_type is None:
                 os.replace(self._tmp, self.path)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
@@ -143,7 +143,7 @@ def get_batch(data, batch_size: int, block_size: int, generator: torch.Generator
     return x.contiguous().to(device), y.contiguous().to(device)
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
     """Make a rename durable: fsync the directory entry (a no-op where directories cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
