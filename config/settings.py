@@ -78,6 +78,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "apps.system",
+    "apps.corpora",
+    "apps.tokenization",
+    "apps.training",
+    "apps.explorer",
+    "apps.registry",
+    "apps.inference",
 ]
 
 MIDDLEWARE = [
@@ -150,6 +156,65 @@ WHITENOISE_USE_FINDERS = True  # serve straight from static/ without a collectst
 
 # Uploads larger than this are refused with a message (corpora raise their own, larger limit per request).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# Data and tokenizers (apps/corpora, apps/tokenization).
+# A corpus upload (files, or pasted text up to DATA_UPLOAD_MAX_MEMORY_SIZE) may be at most this many bytes.
+CORPUS_MAX_BYTES = int(os.environ.get("CORPUS_MAX_BYTES", 50 * 1024 * 1024))
+# Text the playground, the merge explorer and the tokenize API take in one request; larger text belongs in a corpus.
+TOKENIZE_MAX_BYTES = int(os.environ.get("TOKENIZE_MAX_BYTES", 2 * 1024 * 1024))
+# Requests per minute an anonymous visitor (by IP address) may make to the playground and the tokenize API.
+TOKENIZE_ANON_PER_MINUTE = int(os.environ.get("TOKENIZE_ANON_PER_MINUTE", 300))
+# Long jobs stop with a clear error after this long (Celery's thread pool cannot enforce time limits itself).
+TOKENIZER_TRAIN_MAX_SECONDS = float(os.environ.get("TOKENIZER_TRAIN_MAX_SECONDS", 3600))
+CORPUS_ENCODE_MAX_SECONDS = float(os.environ.get("CORPUS_ENCODE_MAX_SECONDS", 7200))
+
+# Training runs (apps/training). A train worker holds a lease on its run and renews it every third of this; when a
+# worker dies (kill -9, reboot) its lease runs out and a train worker re-queues the run from its last checkpoint.
+TRAINING_LEASE_SECONDS = float(os.environ.get("TRAINING_LEASE_SECONDS", 30))
+# A run stops with a clear reason after this much training time (Celery's solo pool cannot enforce time limits).
+TRAINING_MAX_SECONDS = float(os.environ.get("TRAINING_MAX_SECONDS", 7 * 24 * 3600))
+
+# The explorer (apps/explorer). Traces are cached per (model, text) under ARTIFACTS_DIR/explorer/; the oldest are
+# deleted when they take more than EXPLORER_CACHE_MAX_BYTES. A trace's attention takes n_layer * n_head * T^2 / 2
+# bytes: the explorer traces as many tokens as keep it under EXPLORER_TRACE_BUDGET_BYTES (never fewer than 128,
+# never more than EXPLORER_MAX_TOKENS or the model's block_size) and says so when it truncates.
+EXPLORER_TRACE_BUDGET_BYTES = int(os.environ.get("EXPLORER_TRACE_BUDGET_BYTES", 4 * 1024 * 1024))
+EXPLORER_MAX_TOKENS = int(os.environ.get("EXPLORER_MAX_TOKENS", 512))
+EXPLORER_MAX_TEXT_CHARS = int(os.environ.get("EXPLORER_MAX_TEXT_CHARS", 20_000))  # longer text is refused outright
+EXPLORER_CACHE_MAX_BYTES = int(os.environ.get("EXPLORER_CACHE_MAX_BYTES", 512 * 1024 * 1024))
+# New (uncached) traces a visitor may ask for per minute; cached ones are free. Signed-in users get twice as many.
+EXPLORER_TRACES_PER_MINUTE = int(os.environ.get("EXPLORER_TRACES_PER_MINUTE", 30))
+# A trace still queued or running after this long is considered lost (its worker died) and is queued again.
+EXPLORER_TRACE_STALE_SECONDS = float(os.environ.get("EXPLORER_TRACE_STALE_SECONDS", 300))
+
+# Models and generation (apps/registry, apps/inference).
+# New tokens one request may ask for, and the longest prompt (characters) or conversation it may send.
+INFERENCE_MAX_NEW_TOKENS = int(os.environ.get("INFERENCE_MAX_NEW_TOKENS", 2048))
+INFERENCE_MAX_PROMPT_CHARS = int(os.environ.get("INFERENCE_MAX_PROMPT_CHARS", 50_000))
+# Generations an anonymous visitor (by IP address) may start per minute, in the pages and the API together.
+INFERENCE_ANON_PER_MINUTE = int(os.environ.get("INFERENCE_ANON_PER_MINUTE", 20))
+# A generation stops with a note after this long (Celery's thread pool cannot enforce time limits itself).
+INFERENCE_MAX_SECONDS = float(os.environ.get("INFERENCE_MAX_SECONDS", 600))
+# How long the API waits for a worker to take a request, and then at most between two of its events.
+INFERENCE_QUEUE_TIMEOUT = float(os.environ.get("INFERENCE_QUEUE_TIMEOUT", 60))
+INFERENCE_EVENT_TIMEOUT = float(os.environ.get("INFERENCE_EVENT_TIMEOUT", 120))
+
+
+def _default_cache_bytes() -> int:
+    """A quarter of this machine's memory (at least 1 GiB): what an infer worker keeps loaded for quick reuse."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 1024**3
+    return max(1024**3, total // 4)
+
+
+# torch threads per infer worker process: its four concurrent generations share the cores (see workers/inference.py).
+INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // 4))
+# The largest model file the import page accepts as an upload (bigger ones: give their path on the server).
+REGISTRY_MAX_UPLOAD_BYTES = int(os.environ.get("REGISTRY_MAX_UPLOAD_BYTES", 8 * 1024**3))
+# Bytes of model weights an infer worker keeps loaded (least recently used evicted first).
+INFERENCE_CACHE_BYTES = int(os.environ.get("INFERENCE_CACHE_BYTES") or _default_cache_bytes())
 
 CHANNEL_LAYERS = {
     "default": {

@@ -28,3 +28,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Short heartbeats so "a killed worker is marked gone" takes seconds, not the production 10 s.
 WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", 0.5))
 WORKER_GONE_SECONDS = float(os.environ.get("WORKER_GONE_SECONDS", 3))
+
+# Short training leases so "a killed train worker's run is picked up again" takes seconds, not the production 30 s.
+TRAINING_LEASE_SECONDS = float(os.environ.get("TRAINING_LEASE_SECONDS", 5))

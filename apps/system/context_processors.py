@@ -2,12 +2,12 @@ from django.urls import reverse
 
 # The seven places of the app, in the order of the journey; System last.
 NAV = [
-    ("data", "Data", "system:data"),
-    ("tokenizers", "Tokenizers", "system:tokenizers"),
-    ("training", "Training", "system:training"),
-    ("generate", "Generate", "system:generate"),
-    ("explorer", "Explorer", "system:explorer"),
-    ("models", "Models", "system:models"),
+    ("data", "Data", "corpora:list"),
+    ("tokenizers", "Tokenizers", "tokenization:playground"),
+    ("training", "Training", "training:runs"),
+    ("generate", "Generate", "inference:generate"),
+    ("explorer", "Explorer", "explorer:page"),
+    ("models", "Models", "registry:list"),
     ("system", "System", "system:status"),
 ]
 

@@ -11,11 +11,4 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # Pages that later work fills; each says what it will hold.
-    path("data/", views.planned, {"key": "data"}, name="data"),
-    path("tokenizers/", views.planned, {"key": "tokenizers"}, name="tokenizers"),
-    path("training/", views.planned, {"key": "training"}, name="training"),
-    path("generate/", views.planned, {"key": "generate"}, name="generate"),
-    path("explorer/", views.planned, {"key": "explorer"}, name="explorer"),
-    path("models/", views.planned, {"key": "models"}, name="models"),
 ]

@@ -55,7 +55,8 @@ def generate(model: GPT, idx_list, *, max_new_tokens: int, temperature: float = 
     was_training = model.training
     model.eval()
     try:
-        cache = KVCache.for_model(model, batch_size=1)
+        # room for the (cropped) prompt and every new token but the last, which is never fed back
+        cache = KVCache.for_model(model, batch_size=1, max_seq_len=min(len(tokens), block_size) + max_new_tokens)
         cropped = len(tokens) > block_size
         logits = _prefill(model, cache, tokens[-block_size:], device)
         for i in range(max_new_tokens):
@@ -79,7 +80,7 @@ def generate(model: GPT, idx_list, *, max_new_tokens: int, temperature: float = 
             )
             if stop or i == max_new_tokens - 1:
                 return
-            if cache.pos < block_size:
+            if cache.pos < cache.max_seq_len:
                 logits = model(torch.tensor([[tok]], device=device), kv_cache=cache)[0][0, -1]
             else:
                 # the window is full: positions would shift, so refill the cache with the last block_size tokens

@@ -37,10 +37,13 @@ class KVCache:
         self.pos = 0
 
     @classmethod
-    def for_model(cls, model: "GPT", batch_size: int = 1) -> "KVCache":
+    def for_model(cls, model: "GPT", batch_size: int = 1, max_seq_len: int | None = None) -> "KVCache":
+        """A cache for `model` holding max_seq_len positions (default and at most its block_size): a generation
+        that will never fill the context needs no more, and SmolLM2's 8192 positions would be 377 MB."""
         cfg = model.config
         weight = model.transformer.wte.weight
-        return cls(cfg.n_layer, batch_size, cfg.n_kv_head, cfg.block_size, cfg.head_size, weight.device, weight.dtype)
+        size = cfg.block_size if max_seq_len is None else min(max_seq_len, cfg.block_size)
+        return cls(cfg.n_layer, batch_size, cfg.n_kv_head, size, cfg.head_size, weight.device, weight.dtype)
 
     @property
     def max_seq_len(self) -> int:

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from apps.corpora import views
+
+app_name = "corpora"
+
+urlpatterns = [
+    path("", views.corpus_list, name="list"),
+    path("upload/", views.upload, name="upload"),
+    path("<int:corpus_id>/", views.detail, name="detail"),
+    path("<int:corpus_id>/preview/", views.preview, name="preview"),
+    path("<int:corpus_id>/split/", views.split, name="split"),
+    path("<int:corpus_id>/encode/", views.encode, name="encode"),
+    path("<int:corpus_id>/delete/", views.delete, name="delete"),
+    path("shards/<int:shards_id>/cancel/", views.shards_cancel, name="shards_cancel"),
+]

@@ -1,0 +1,185 @@
+"""Pages of the corpora app: the list, the upload form, a corpus's page (statistics, preview, split, token shards),
+and its htmx fragments. Each view parses, calls a selector or a service, renders; bad input gets its message."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.corpora import selectors, services
+from apps.corpora.forms import EncodeForm, SplitForm, UploadForm
+from apps.corpora.models import Corpus, Shards
+from apps.corpora.text import CorpusInputError
+from apps.tokenization.selectors import tokenizer_list
+
+SLACK_BYTES = 1024 * 1024  # multipart framing and form fields on top of the text itself
+
+
+def _htmx(request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _corpus_or_404(request, corpus_id: int) -> Corpus:
+    try:
+        return selectors.corpus_get(corpus_id=corpus_id, user=request.user)
+    except Corpus.DoesNotExist:
+        raise Http404 from None
+
+
+def corpus_list(request):
+    return render(request, "corpora/list.html", {"corpora": selectors.corpus_list(user=request.user)})
+
+
+@login_required
+def upload(request):
+    limit = settings.CORPUS_MAX_BYTES
+    if request.method != "POST":
+        return render(request, "corpora/upload.html", {"form": UploadForm(), "limit": limit})
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit + SLACK_BYTES:  # refuse before reading the body
+        return _upload_error(request, UploadForm(), CorpusInputError(
+            f"The upload is {length / 1024 / 1024:.1f} MB, over the limit of {limit / 1024 / 1024:.1f} MB for a "
+            f"corpus. Upload less text.", status=413))
+    try:
+        form = UploadForm(request.POST)
+        uploads = [services.Upload(f.name, f.read()) for f in request.FILES.getlist("files")]
+    except RequestDataTooBig:
+        mb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024
+        return _upload_error(request, UploadForm(), CorpusInputError(
+            f"Pasted text is limited to {mb:.0f} MB: save it as a .txt file and upload the file instead (up to "
+            f"{limit / 1024 / 1024:.0f} MB).", status=413))
+    except TooManyFilesSent:
+        return _upload_error(request, UploadForm(), CorpusInputError("Too many files at once: upload at most 100."))
+    if not form.is_valid():
+        return render(request, "corpora/upload.html", {"form": form, "limit": limit}, status=400)
+    try:
+        corpus = services.corpus_create(name=form.cleaned_data["name"], description=form.cleaned_data["description"],
+                                        owner=request.user, uploads=uploads, text=form.cleaned_data["text"])
+    except CorpusInputError as exc:
+        return _upload_error(request, form, exc)
+    messages.success(request, f"Uploaded {corpus.name}: {corpus.n_chars:,} characters.")
+    return redirect("corpora:detail", corpus_id=corpus.id)
+
+
+def _upload_error(request, form, exc: CorpusInputError):
+    form.is_bound and form.is_valid()  # keep what the user typed, with its own field errors
+    return render(request, "corpora/upload.html", {"form": form, "limit": settings.CORPUS_MAX_BYTES,
+                                                   "error": str(exc)}, status=exc.status)
+
+
+def _detail_context(request, corpus: Corpus, **extra) -> dict:
+    tokenizers = tokenizer_list(user=request.user, ready_only=True)
+    may_edit = selectors.corpus_may_edit(corpus=corpus, user=request.user)
+    return {
+        "corpus": corpus,
+        "stats": corpus.stats,
+        "bytes_per_char": corpus.size_bytes / corpus.n_chars if corpus.n_chars else None,
+        "split": corpus.split,
+        "preview": selectors.corpus_preview(corpus=corpus),
+        "split_preview": selectors.corpus_split_preview(corpus=corpus),
+        "shards": [selectors.shards_view(s) for s in selectors.shards_list(corpus=corpus)],
+        "may_edit": may_edit,
+        "split_form": SplitForm(initial={"val_percent": round(corpus.val_fraction * 100, 2)}),
+        "encode_form": EncodeForm(tokenizers=tokenizers, initial={"tokenizer": tokenizers.filter(name="gpt2").first()}),
+        "tokenizers_from_it": corpus.tokenizers.all(),
+        "user_id": request.user.id,
+        "is_staff": request.user.is_staff,
+    } | extra
+
+
+def detail(request, corpus_id: int):
+    corpus = _corpus_or_404(request, corpus_id)
+    return render(request, "corpora/detail.html", _detail_context(request, corpus))
+
+
+def preview(request, corpus_id: int):
+    corpus = _corpus_or_404(request, corpus_id)
+    try:
+        offset = int(request.GET.get("offset", 0))
+    except ValueError:
+        offset = 0
+    return render(request, "corpora/_preview.html", {"corpus": corpus,
+                                                     "preview": selectors.corpus_preview(corpus=corpus, offset=offset)})
+
+
+@login_required
+@require_POST
+def split(request, corpus_id: int):
+    corpus = _corpus_or_404(request, corpus_id)
+    form = SplitForm(request.POST)
+    error, status = None, 200
+    if form.is_valid():
+        try:
+            corpus = services.corpus_set_split(corpus=corpus, val_fraction=form.cleaned_data["val_percent"] / 100,
+                                               user=request.user)
+        except (CorpusInputError, PermissionDenied) as exc:
+            error, status = str(exc), getattr(exc, "status", 403)
+    else:
+        status = 400
+    context = _detail_context(request, corpus, split_error=error)
+    if not form.is_valid():
+        context["split_form"] = form
+    if _htmx(request):
+        return render(request, "corpora/_split.html", context, status=status)
+    return render(request, "corpora/detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def encode(request, corpus_id: int):
+    corpus = _corpus_or_404(request, corpus_id)
+    form = EncodeForm(request.POST, tokenizers=tokenizer_list(user=request.user, ready_only=True))
+    error, notice, status = None, None, 200
+    if form.is_valid():
+        try:
+            shards = services.shards_ensure(corpus_id=corpus.id, tokenizer_id=form.cleaned_data["tokenizer"].id,
+                                            user=request.user)
+            if shards.status == "succeeded":
+                notice = (f"Already encoded with {shards.tokenizer.name}: the cached shards are reused "
+                          f"(same text, same tokenizer, same split).")
+        except CorpusInputError as exc:
+            error, status = str(exc), exc.status
+    else:
+        error, status = "Choose a tokenizer that has finished training.", 400
+    context = _detail_context(request, corpus, encode_error=error, encode_notice=notice)
+    if _htmx(request):
+        return render(request, "corpora/_shards.html", context, status=status)
+    return render(request, "corpora/detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def shards_cancel(request, shards_id: int):
+    try:
+        shards = Shards.objects.select_related("corpus").get(id=shards_id)
+    except Shards.DoesNotExist:
+        raise Http404 from None
+    corpus = _corpus_or_404(request, shards.corpus_id)
+    try:
+        services.shards_cancel(shards=shards, user=request.user)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    if _htmx(request):
+        return render(request, "corpora/_shards.html", _detail_context(request, corpus))
+    return redirect("corpora:detail", corpus_id=corpus.id)
+
+
+@login_required
+@require_POST
+def delete(request, corpus_id: int):
+    corpus = _corpus_or_404(request, corpus_id)
+    try:
+        services.corpus_delete(corpus=corpus, user=request.user)
+    except (PermissionDenied, CorpusInputError) as exc:
+        messages.error(request, str(exc))
+        return redirect("corpora:detail", corpus_id=corpus.id)
+    messages.success(request, f"Deleted {corpus.name}.")
+    return redirect("corpora:list")

@@ -1,0 +1,125 @@
+"""A model's files, handled with the standard library only (the web process never imports torch).
+
+A promoted model keeps only the weights of its run's checkpoint: safetensors is a length-prefixed JSON header plus
+raw bytes, so copying the "model.*" tensors and dropping the optimizer's "optim.*" ones is header surgery and byte
+copying, with no tensor library at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+MAX_HEADER = 100 * 1024 * 1024
+
+
+class WeightsFileError(ValueError):
+    """A weights file is not what it claims to be (truncated, not safetensors)."""
+
+
+def artifacts() -> Path:
+    return Path(settings.ARTIFACTS_DIR)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a .safetensors file and the offset its data starts at; refuses a truncated file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise WeightsFileError(f"{path.name} is too short to be a safetensors file")
+        n = int.from_bytes(head, "little")
+        if not 2 <= n <= min(MAX_HEADER, size - 8):
+            raise WeightsFileError(f"{path.name} is not a safetensors file")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise WeightsFileError(f"{path.name}: its header is not valid JSON") from None
+    data_size = size - 8 - n
+    for name, info in header.items():
+        if name != "__metadata__" and info["data_offsets"][1] > data_size:
+            raise WeightsFileError(f"{path.name} is truncated: {name} lies past the end of the file")
+    return header, 8 + n
+
+
+def copy_tensors(src: Path, dst: Path, *, keep=lambda name: True) -> None:
+    """Write the tensors of src whose names pass `keep` into dst (a new safetensors file), atomically."""
+    header, start = read_header(src)
+    metadata = header.pop("__metadata__", None)
+    kept = sorted((name for name in header if keep(name)), key=lambda name: header[name]["data_offsets"][0])
+    out_header, offset = {}, 0
+    for name in kept:
+        begin, end = header[name]["data_offsets"]
+        out_header[name] = {**header[name], "data_offsets": [offset, offset + end - begin]}
+        offset += end - begin
+    if metadata is not None:
+        out_header["__metadata__"] = metadata
+    raw = json.dumps(out_header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes so tensors stay aligned
+
+    def write(f):
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        with open(src, "rb") as s:
+            for name in kept:
+                begin, end = header[name]["data_offsets"]
+                s.seek(start + begin)
+                remaining = end - begin
+                while remaining:
+                    block = s.read(min(remaining, 1 << 20))
+                    if not block:
+                        raise WeightsFileError(f"{src.name} ended early while copying {name}")
+                    f.write(block)
+                    remaining -= len(block)
+
+    write_atomic(dst, write)
+
+
+def write_atomic(path: Path, write) -> None:
+    """write(f) into a temporary file beside path, fsync it, rename it over path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A fresh hidden directory beside where a result will land (same filesystem: the final rename is atomic)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{prefix}-", suffix=".tmp", dir=parent))
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

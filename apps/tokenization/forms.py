@@ -1,0 +1,58 @@
+from django import forms
+
+from apps.corpora.models import Corpus
+from apps.tokenization import services
+from apps.tokenization.selectors import TokenizationError
+from workers.gpt import tokenizers as toklib
+
+
+class _CorpusField(forms.ModelChoiceField):
+    def label_from_instance(self, corpus):
+        return f"{corpus.name} ({corpus.size_bytes / 1024 / 1024:.1f} MB)"
+
+
+class TrainForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="lowercase letters, digits and . _ - (e.g. shakespeare-bpe-4096)")
+    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None)
+    vocab_size = forms.IntegerField(
+        initial=4096, min_value=1, label="Vocabulary size",
+        help_text=f"{toklib.MIN_VOCAB_SIZE} byte tokens + merges + special tokens; at most "
+                  f"{toklib.MAX_VOCAB_SIZE:,} so ids fit in uint16")
+    pattern = forms.ChoiceField(
+        choices=[("gpt4", "GPT-4 (cl100k_base): digits in groups of 3, case-insensitive contractions"),
+                 ("gpt2", "GPT-2: letters, digits and punctuation runs, leading space kept")],
+        initial="gpt4", label="Split pattern",
+        help_text="text is cut into pieces by this regular expression first; merges never cross a piece")
+    special_tokens = forms.CharField(initial=toklib.ENDOFTEXT, label="Special tokens",
+                                     help_text="separated by spaces; must include <|endoftext|>")
+
+    def __init__(self, *args, corpora, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["corpus"].queryset = corpora
+
+    def clean_name(self):
+        try:
+            return services.tokenizer_check_name(self.cleaned_data["name"])
+        except TokenizationError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_special_tokens(self):
+        try:
+            return services.parse_special_tokens(self.cleaned_data["special_tokens"])
+        except TokenizationError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class CharForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="e.g. songci-char")
+    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None)
+
+    def __init__(self, *args, corpora, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["corpus"].queryset = corpora
+
+    def clean_name(self):
+        try:
+            return services.tokenizer_check_name(self.cleaned_data["name"])
+        except TokenizationError as exc:
+            raise forms.ValidationError(str(exc)) from None

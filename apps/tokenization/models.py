@@ -1,0 +1,77 @@
+"""Tokenizers: the built-in tiktoken encodings, character-level ones built from a corpus, and BPEs trained here.
+
+The files a tokenizer needs live under ARTIFACTS_DIR (`path`); built-in encodings need none (their ranks ship in
+data/tiktoken/). workers.gpt.tokenizers runs them all; selectors.tokenizer_runtime loads one from its row."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from apps.corpora.models import JobStatus
+
+
+class TokenizerQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Built-in and seeded tokenizers (no owner) are everyone's; a trained one is its owner's (and staff's)."""
+        if user is not None and user.is_authenticated and user.is_staff:
+            return self
+        if user is not None and user.is_authenticated:
+            return self.filter(Q(owner__isnull=True) | Q(owner=user))
+        return self.filter(owner__isnull=True)
+
+    def ready(self):
+        return self.filter(status=JobStatus.SUCCEEDED)
+
+
+class Tokenizer(models.Model):
+    class Kind(models.TextChoices):
+        TIKTOKEN = "tiktoken", "built-in (tiktoken)"
+        CHAR = "char", "character-level"
+        BPE = "bpe", "byte-level BPE"
+
+    class Pattern(models.TextChoices):
+        GPT4 = "gpt4", "GPT-4 (cl100k_base)"
+        GPT2 = "gpt2", "GPT-2"
+
+    name = models.CharField(max_length=64, unique=True, help_text="what the playground, the API and URLs call it")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    builtin = models.BooleanField(default=False)
+    description = models.TextField(blank=True)
+    corpus = models.ForeignKey("corpora.Corpus", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="tokenizers", help_text="the corpus it was built or trained from")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="tokenizers")
+    vocab_size = models.IntegerField(null=True, blank=True, help_text="as requested for training")
+    n_vocab = models.IntegerField(null=True, blank=True, help_text="max id + 1: the size an embedding table needs")
+    n_merges = models.IntegerField(default=0)
+    pattern = models.CharField(max_length=10, blank=True, help_text="the split pattern of a trained BPE")
+    special_tokens = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    rate = models.FloatField(null=True, blank=True, help_text="merges per second while training")
+    eta_seconds = models.FloatField(null=True, blank=True)
+    phase = models.CharField(max_length=40, blank=True, help_text="what a running job is doing now")
+    error = models.TextField(blank=True)
+    # relative to ARTIFACTS_DIR: a directory (bpe: bpe.tiktoken + bpe.json) or a file (char: JSON); empty for tiktoken
+    path = models.CharField(max_length=300, blank=True)
+    # sha256 of what decides the ids (ranks + specials, or the characters); part of every shards cache key
+    fingerprint = models.CharField(max_length=64, blank=True)
+    train_seconds = models.FloatField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = TokenizerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-builtin", "kind", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def ready(self) -> bool:
+        return self.status == JobStatus.SUCCEEDED

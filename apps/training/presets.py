@@ -1,0 +1,84 @@
+"""Starting points for the submit form: nanoGPT's published Shakespeare recipes and a small BPE model.
+
+Each preset fills the whole form; the user may change anything before launching. `reference` is the validation loss
+the recipe is published with, drawn on the dashboard as a line to aim at (only while the model and steps match).
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    description: str
+    corpus: str  # the bundled corpus's name
+    tokenizers: tuple[str, ...]  # tokenizer names, the first that exists wins
+    model: dict = field(default_factory=dict)  # GPTConfig fields (vocab_size comes from the tokenizer)
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+    reference: float | None = None
+    reference_source: str = ""
+
+
+# nanoGPT config/train_shakespeare_char.py; the CPU recipe is its README's command line for a laptop:
+# --device=cpu --compile=False --eval_iters=20 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
+# --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0  ("val loss 1.88")
+_SHAKESPEARE_TRAIN = dict(
+    learning_rate=1e-3, min_lr=1e-4, beta2=0.99, warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_interval=250
+)
+
+PRESETS = {
+    p.key: p
+    for p in [
+        Preset(
+            key="shakespeare-char-cpu",
+            label="Shakespeare char, CPU",
+            description="nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores.",
+            corpus="shakespeare",
+            tokenizers=("shakespeare-char", "char"),
+            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+            train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
+            reference=1.88,
+            reference_source="nanoGPT README, CPU run",
+        ),
+        Preset(
+            key="shakespeare-char-baby",
+            label="Shakespeare char, baby GPT",
+            description="nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU.",
+            corpus="shakespeare",
+            tokenizers=("shakespeare-char", "char"),
+            model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
+            train=dict(_SHAKESPEARE_TRAIN, batch_size=64, max_steps=5000, eval_iters=200, checkpoint_interval=250),
+            reference=1.47,
+            reference_source="nanoGPT README, one A100",
+        ),
+        Preset(
+            key="shakespeare-bpe-small",
+            label="Shakespeare BPE, small",
+            description="Sub-word tokens: the small model reads words and pieces of words. Uses a BPE trained "
+            "on Shakespeare on the Tokenizers page if you made one (else GPT-2's 50k vocabulary, much slower). "
+            "Losses are per token: not comparable with the character runs.",
+            corpus="shakespeare",
+            tokenizers=("shakespeare-bpe", "gpt2"),
+            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+            train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=1500, eval_iters=20, checkpoint_interval=250,
+                       learning_rate=1e-3, min_lr=1e-4),
+        ),
+    ]
+}
+
+DEFAULT_PRESET = "shakespeare-char-cpu"
+
+
+def padded_vocab_size(n_vocab: int) -> int:
+    """The model's vocab_size for a tokenizer with n_vocab ids: large vocabularies are padded up to a multiple of 64
+    (nanoGPT's 50257 -> 50304: faster matmuls); small ones (characters) are kept exact, like nanoGPT's 65."""
+    return n_vocab if n_vocab < 1024 else -(-n_vocab // 64) * 64
+
+
+def preset_matches(preset: Preset | None, model_config: dict, train_config: dict) -> bool:
+    """Whether a run still is its preset's recipe (so the published result is a fair line to draw)."""
+    if preset is None or preset.reference is None:
+        return False
+    same_model = all(model_config.get(k) == v for k, v in preset.model.items())
+    return same_model and all(train_config.get(k) == preset.train.get(k) for k in ("batch_size", "max_steps"))

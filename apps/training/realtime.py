@@ -1,0 +1,84 @@
+"""The training socket's vocabulary: group names, event types and publish helpers. Spelled here and nowhere else.
+
+A run's dashboard listens to the run's group. Workers publish small JSON events there, always AFTER the database
+holds what they carry, and every event names the steps it covers: a page that loaded its history from the database
+and then joined the group can merge both by step number, with no gap and no duplicate. channels-redis drops messages
+to a slow page instead of blocking the worker; the page then asks the socket for everything after its last step.
+"""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+METRICS = "training.metrics"  # a batch of steps and evaluations, with the run's progress (every ~0.2 s while training)
+SAMPLE = "training.sample"  # text the model generated at an evaluation
+STATUS = "training.status"  # the run changed status, or its timeline got an entry; also the final state
+CHECKPOINT = "training.checkpoint"  # a checkpoint was saved (and older ones rotated away)
+REWIND = "training.rewind"  # steps after a checkpoint were dropped (the run resumes from it): cut the curve there
+PREPARING = "training.preparing"  # the run waits for its corpus to be encoded: how far that is
+QUEUE = "training.queue"  # some run entered or left the queue: queued pages recompute their position
+
+
+def run_group(run_id: int) -> str:
+    return f"training.run.{run_id}"
+
+
+def queue_group() -> str:
+    return "training.queue"
+
+
+def control_channel(run_id: int) -> str:
+    """Redis pub/sub channel on which the web side tells the worker holding a run to stop (cancel)."""
+    return f"lab:training:control:{run_id}"
+
+
+CANCEL = b"cancel"  # the one message sent on a control channel
+
+
+# Steps and evaluations travel as rows in this field order (compact: a long run sends thousands of them).
+METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "ms", "tokens_per_s", "mfu", "elapsed")
+EVAL_FIELDS = ("step", "train_loss", "val_loss", "elapsed")
+
+
+def metrics_event(run_id: int, *, steps: list[list], evals: list[list], progress: dict, epoch: int) -> dict:
+    return {"type": METRICS, "run": run_id, "steps": steps, "evals": evals, "progress": progress, "epoch": epoch}
+
+
+def sample_event(run_id: int, *, step: int, text: str) -> dict:
+    return {"type": SAMPLE, "run": run_id, "step": step, "text": text}
+
+
+def status_event(run_id: int, *, status: str, reason: str, step: int, entry: dict | None) -> dict:
+    return {"type": STATUS, "run": run_id, "status": status, "reason": reason, "step": step, "entry": entry}
+
+
+def checkpoint_event(run_id: int, *, step: int) -> dict:
+    return {"type": CHECKPOINT, "run": run_id, "step": step}
+
+
+def rewind_event(run_id: int, *, step: int, epoch: int) -> dict:
+    return {"type": REWIND, "run": run_id, "step": step, "epoch": epoch}
+
+
+def preparing_event(run_id: int, *, progress: float, eta_seconds: float | None) -> dict:
+    return {"type": PREPARING, "run": run_id, "progress": progress, "eta_seconds": eta_seconds}
+
+
+def queue_event() -> dict:
+    return {"type": QUEUE}
+
+
+def publish(group: str, event: dict, *, loop=None) -> None:
+    """Send an event to a group from sync code (services, worker threads). A Redis hiccup must not fail a run: the
+    database holds the truth and a page rebuilds from it. A thread that publishes often passes its own event `loop`
+    (channels-redis keeps a connection pool per loop) instead of paying for a new loop and connection each time."""
+    try:
+        if loop is not None:
+            loop.run_until_complete(get_channel_layer().group_send(group, event))
+        else:
+            async_to_sync(get_channel_layer().group_send)(group, event)
+    except Exception:
+        log.warning("event %s to %s not delivered", event.get("type"), group, exc_info=True)

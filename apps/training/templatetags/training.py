@@ -1,0 +1,62 @@
+"""Numbers as people read them: 0.80M parameters, 3.9 GFLOP, 1 min 40 s."""
+
+import math
+
+from django import template
+
+register = template.Library()
+
+_PREFIXES = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+
+
+@register.filter
+def si(value, unit=""):
+    """1234567 -> "1.23 M" (plus unit); small numbers stay as they are."""
+    if value is None or value == "":
+        return "—"
+    value = float(value)
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+@register.filter
+def duration(seconds):
+    """Seconds -> "45 s", "3 min 20 s", "2 h 05 min", "3 d 4 h"."""
+    if seconds is None or seconds == "":
+        return "—"
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+@register.filter
+def percent(value, digits=0):
+    if value is None or value == "":
+        return "—"
+    return f"{100 * float(value):.{int(digits)}f} %"
+
+
+@register.filter
+def loss(value):
+    if value is None or value == "":
+        return "—"
+    return f"{float(value):.4f}"
+
+
+@register.filter
+def perplexity(value):
+    if value is None or value == "":
+        return "—"
+    return f"{math.exp(float(value)):.2f}"
+
+
+@register.filter
+def get(mapping, key):
+    return mapping.get(key) if hasattr(mapping, "get") else None

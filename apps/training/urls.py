@@ -1,0 +1,18 @@
+from django.urls import path
+
+from apps.training import views
+
+app_name = "training"
+
+urlpatterns = [
+    path("", views.runs, name="runs"),
+    path("new/", views.new, name="new"),
+    path("estimate/", views.estimate, name="estimate"),
+    path("compare/", views.compare, name="compare"),
+    path("runs/<int:run_id>/", views.run, name="run"),
+    path("runs/<int:run_id>/panel/", views.run_panel, name="panel"),
+    path("runs/<int:run_id>/metrics.json", views.metrics, name="metrics"),
+    path("runs/<int:run_id>/cancel/", views.cancel, name="cancel"),
+    path("runs/<int:run_id>/resume/", views.resume, name="resume"),
+    path("checkpoints/<int:checkpoint_id>/fork/", views.fork, name="fork"),
+]

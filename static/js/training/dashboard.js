@@ -1,0 +1,192 @@
+// A run's live dashboard: the history the page was rendered with (from the database), then the run's websocket.
+// On every (re)connect the page asks for everything after its last step; rows are merged by step, so nothing is
+// missed and nothing doubled. Numbers beside the chart are filled here; the parts templates draw (header, actions,
+// checkpoints, timeline) are fetched again through htmx when the run changes.
+import { LossChart, OptChart } from "./chart.js";
+import { EVAL, duration, mergeRows, si, truncateAfter } from "./series.js";
+
+const $ = id => document.getElementById(id);
+const root = $("dashboard");
+const json = id => JSON.parse($(id).textContent);
+
+const chart = json("run-chart");
+const history = json("run-history");
+const state = { steps: history.steps, evals: history.evals, epoch: history.epoch, status: chart.status };
+const samples = new Map(history.samples.map(s => [s.step, s.text]));
+let progress = json("run-progress");
+let progressAt = performance.now();
+
+const lossChart = new LossChart($("loss-chart"), chart, state);
+const optChart = new OptChart($("opt-chart"), chart, state);
+renderSamples();
+renderProgress();
+
+// -- controls ---------------------------------------------------------------------------------------------------
+$("x-axis").addEventListener("change", e => { lossChart.set({ mode: e.target.value }); optChart.set({ mode: e.target.value }); });
+$("log-scale").addEventListener("change", e => lossChart.set({ log: e.target.checked }));
+$("smoothing").addEventListener("input", e => {
+  const w = +e.target.value;
+  $("smoothing-value").textContent = w.toFixed(2);
+  lossChart.set({ smoothing: w });
+});
+$("reset-zoom").addEventListener("click", () => lossChart.resetZoom());
+
+// -- redraws, at most once per frame --------------------------------------------------------------------------
+let pending = false;
+function redraw() {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; lossChart.update(); optChart.update(); });
+}
+
+// -- the socket -------------------------------------------------------------------------------------------------
+let socket = null, retry = 0;
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}${root.dataset.ws}`);
+  socket.onopen = () => {
+    retry = 0;
+    setConnection("live", "ok");
+    const last = a => (a.length ? a[a.length - 1][0] : -1);
+    socket.send(JSON.stringify({ type: "since", step: last(state.steps), eval: last(state.evals), epoch: state.epoch }));
+  };
+  socket.onmessage = e => handle(JSON.parse(e.data));
+  socket.onclose = e => {
+    if (e.code >= 4400 && e.code < 4500) { setConnection("not allowed to watch this run", "bad"); return; }
+    setConnection("disconnected — reconnecting…", "bad");
+    setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
+  };
+}
+
+function handle(m) {
+  switch (m.type) {
+    case "history":
+      if (m.reset) { state.steps = []; state.evals = []; samples.clear(); }
+      state.epoch = m.epoch;
+      mergeRows(state.steps, m.steps);
+      mergeRows(state.evals, m.evals);
+      for (const s of m.samples) samples.set(s.step, s.text);
+      progress = m.progress; progressAt = performance.now();
+      if (m.status !== state.status) statusChanged(m.status);
+      showQueue(m.queue);
+      renderSamples(); renderProgress(); redraw();
+      break;
+    case "metrics":
+      if (m.epoch > state.epoch) return resync();  // rewound meanwhile: start over from the database
+      mergeRows(state.steps, m.steps);
+      mergeRows(state.evals, m.evals);
+      progress = { ...progress, ...m.progress }; progressAt = performance.now();
+      if (progress.status !== state.status) statusChanged(progress.status);
+      renderProgress(); redraw();
+      break;
+    case "sample":
+      samples.set(m.step, m.text);
+      renderSamples();
+      break;
+    case "rewind":
+      truncateAfter(state.steps, m.step);
+      truncateAfter(state.evals, m.step);
+      for (const step of [...samples.keys()]) if (step > m.step) samples.delete(step);
+      state.epoch = m.epoch;
+      renderSamples(); redraw(); refreshPanel();
+      break;
+    case "status":
+      progress = { ...progress, status: m.status, step: m.step };
+      statusChanged(m.status);
+      renderProgress(); refreshPanel();
+      break;
+    case "checkpoint":
+      refreshPanel();
+      break;
+    case "preparing":
+      $("preparing").hidden = false;
+      $("prepare-bar").style.width = `${Math.round(100 * m.progress)}%`;
+      break;
+    case "queue":
+      showQueue(m);
+      break;
+    case "error":
+      console.warn("training socket:", m.message);
+      break;
+  }
+}
+
+function resync() {
+  socket.send(JSON.stringify({ type: "since", step: -1, eval: -1, epoch: -1 }));
+}
+
+function statusChanged(status) {
+  state.status = status;
+  const badge = $("run-status");
+  if (badge) { badge.textContent = status; badge.className = `badge big status-${status}`; }
+  $("preparing").hidden = status !== "preparing";
+  if (status !== "queued") showQueue(null);
+}
+
+function refreshPanel() {
+  // the header, checkpoints and timeline come back out of band (see training/_panel.html)
+  if (window.htmx) htmx.ajax("GET", root.dataset.panel, { target: "#run-head", swap: "none" });
+}
+
+function showQueue(q) {
+  const el = $("queue-info");
+  if (!el) return;
+  if (!q || state.status !== "queued") { el.hidden = true; return; }
+  el.hidden = false;
+  el.textContent = `Queued: #${q.position} in line${q.ahead ? ` (${q.ahead} ahead)` : ""} · ${q.training} training now · ` +
+    `${q.workers} train worker${q.workers === 1 ? "" : "s"} online${q.workers ? "" : " — start one with make run"}`;
+}
+
+// -- the side panel ---------------------------------------------------------------------------------------------
+function fmtLoss(v) { return v == null ? "—" : v.toFixed(4); }
+
+function renderProgress() {
+  const p = progress, latest = p.latest || {};
+  const lastEval = state.evals.length ? state.evals[state.evals.length - 1] : null;
+  $("stat-step").textContent = p.step ?? 0;
+  $("progress-bar").style.width = `${Math.min(100, 100 * (p.step || 0) / (p.max_steps || chart.max_steps))}%`;
+  $("stat-eta").textContent = p.status === "running" && p.eta_seconds != null ? `· ${duration(p.eta_seconds)} left` : "";
+  $("stat-loss").textContent = fmtLoss(latest.loss);
+  const val = lastEval ? lastEval[EVAL.val_loss] : null;
+  $("stat-val").textContent = fmtLoss(val);
+  $("stat-ppl").textContent = val == null ? "—" : Math.exp(val).toFixed(2);
+  $("stat-best").textContent = fmtLoss(p.best_val_loss);
+  $("stat-lr").textContent = latest.lr == null ? "—" : latest.lr.toExponential(2);
+  $("stat-grad").textContent = latest.grad_norm == null ? "—" : latest.grad_norm.toFixed(3);
+  $("stat-tps").textContent = latest.tokens_per_s == null ? "—" : si(latest.tokens_per_s);
+  $("stat-mfu").textContent = latest.mfu == null ? "—" : `${(100 * latest.mfu).toFixed(1)} %`;
+  $("stat-ms").textContent = latest.ms == null ? "—" : latest.ms.toFixed(1);
+  tick();
+}
+
+function tick() {
+  const running = state.status === "running";
+  const extra = running ? (performance.now() - progressAt) / 1000 : 0;
+  $("stat-elapsed").textContent = duration((progress.elapsed || 0) + extra);
+}
+setInterval(tick, 1000);
+
+function renderSamples() {
+  const list = $("samples");
+  const steps = [...samples.keys()].sort((a, b) => b - a);
+  list.replaceChildren(...steps.map(step => {
+    const li = document.createElement("li");
+    const head = document.createElement("span");
+    head.className = "chip";
+    head.textContent = `step ${step}`;
+    const pre = document.createElement("pre");
+    pre.textContent = samples.get(step);   // text, never HTML
+    li.append(head, pre);
+    return li;
+  }));
+  $("no-samples").hidden = steps.length > 0;
+}
+
+function setConnection(text, kind) {
+  const badge = $("connection");
+  badge.textContent = text;
+  badge.className = `badge ${kind}`;
+}
+
+connect();

@@ -1,0 +1,1 @@
+from tests.data_fixtures import user  # noqa: F401

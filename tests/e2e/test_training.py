@@ -1,0 +1,108 @@
+"""The training pages in Chromium: a run submitted from the browser trains on a real worker while its curve draws;
+impossible settings are refused live; the chart's arithmetic (merging by step, spike-keeping downsampling,
+smoothing) checked in the browser's own JavaScript engine."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from apps.training.models import Run
+from tests.apps.training.test_integration import train_worker
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.training_fixtures import *  # noqa: F401,F403
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
+
+TINY_FORM = {"n_layer": "2", "n_head": "2", "n_embd": "32", "block_size": "16", "batch_size": "4",
+             "max_steps": "150", "eval_interval": "50", "checkpoint_interval": "50", "learning_rate": "0.01",
+             "min_lr": "0.001", "warmup_steps": "5"}
+
+
+def sign_in(page, url, user):
+    page.goto(url + "/accounts/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", "analytical-engine-1843")
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_a_run_submitted_from_the_browser_trains_while_its_curve_draws(page, processes, screenshots, user,
+                                                                         no_enqueue, tiny_corpus, char_tok, encoded):
+    url = processes.asgi_server()
+    train_worker(processes, "train@browser")
+    errors = []
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+    sign_in(page, url, user)
+    page.goto(url + "/training/")
+    page.get_by_role("link", name="New run").click()
+    page.select_option("#id_corpus", label="Tiny")
+    page.select_option("#id_tokenizer", label="tiny-char")
+    for name, value in TINY_FORM.items():
+        page.fill(f"#id_{name}", value)
+    page.fill("#id_name", "browser run")
+    # the estimates follow the form: 2 layers of 32 are a few tens of thousands of parameters
+    expect(page.locator('[data-estimate="params"]')).to_have_text(re.compile(r"^\d+(\.\d+)? k$"))
+    page.screenshot(path=screenshots / "training-new.png", full_page=True)
+    page.get_by_role("button", name="Start training").click()
+    expect(page).to_have_url(re.compile(r"/training/runs/\d+/$"))
+    expect(page.locator("#connection")).to_have_text("live")
+    expect(page.locator("#run-status")).to_have_text("running", timeout=60_000)
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=90_000)
+    expect(page.locator("#stat-step")).to_have_text("150")
+    points = int(page.locator("#loss-chart").get_attribute("data-points"))
+    assert points == 151, "every step (1..150) and the step-0 evaluation are on the chart"
+    expect(page.locator("#samples li")).to_have_count(4)  # steps 0, 50, 100, 150
+    expect(page.locator("#run-checkpoints tbody tr")).not_to_have_count(0)
+    expect(page.locator("#run-head .reason.ok")).to_contain_text("Finished 150 steps")
+    page.locator("#x-axis").select_option("tokens")
+    page.locator("#log-scale").check()
+    assert int(page.locator("#loss-chart").get_attribute("data-points")) == 151
+    page.screenshot(path=screenshots / "training-dashboard.png", full_page=True)
+    assert not errors, errors
+    run = Run.objects.get(name="browser run")
+    assert run.status == "succeeded" and run.metrics.count() == 150
+
+
+def test_impossible_settings_are_refused_live_with_the_field_named(page, processes, user, tiny_corpus, char_tok):
+    url = processes.asgi_server()
+    sign_in(page, url, user)
+    page.goto(url + "/training/new/")
+    page.select_option("#id_corpus", label="Tiny")
+    page.select_option("#id_tokenizer", label="tiny-char")
+    page.fill("#id_n_head", "3")
+    page.fill("#id_n_embd", "100")
+    refused = page.locator("[data-testid=refused]")
+    expect(refused).to_contain_text("n_embd (100) must be divisible by n_head (3): try n_embd=96 or 102")
+    page.fill("#id_n_embd", "96")
+    expect(refused).to_have_count(0)
+    page.fill("#id_block_size", "1000")
+    expect(refused).to_contain_text("block_size (1000) is larger than the validation split")
+    page.get_by_role("button", name="Start training").click()  # the server says the same, on the field
+    expect(page.locator('[data-field="block_size"] .errors')).to_contain_text("larger than the validation split")
+    assert not Run.objects.exists()
+    page.fill("#id_block_size", "16")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.locator("#queue-info")).to_contain_text("#1 in line")
+    expect(page.locator("#queue-info")).to_contain_text("0 train workers online")
+    assert Run.objects.get().model_config["n_embd"] == 96
+
+
+def test_the_chart_arithmetic_in_the_browser(page, processes):
+    url = processes.asgi_server()
+    page.goto(url + "/")
+    result = page.evaluate("""async () => {
+        const s = await import('/static/js/training/series.js');
+        const rows = [[1, 3], [2, 2.9], [4, 2.7]];
+        s.mergeRows(rows, [[3, 2.8], [4, 2.6], [5, 2.5], [2, 2.9]]);   // overlap, a gap filled, a duplicate
+        const values = Array.from({length: 1000}, (_, i) => 2 + Math.sin(i) * 0.01);
+        values[737] = 9;                                                  // one spike among 1000 points
+        const keep = s.minMaxIndices(values, 50);
+        const e = s.ema([1, 1, 1, null, 1], 0.9);
+        return {steps: rows.map(r => r[0]), last: rows[3][1], kept: keep.length, spike: keep.includes(737),
+                ema: e, raw: s.ema([1, 2, 3], 0)};
+    }""")
+    assert result["steps"] == [1, 2, 3, 4, 5] and result["last"] == 2.6
+    assert result["kept"] <= 100 and result["spike"], "downsampling keeps the spike"
+    assert result["ema"][3] is None and result["ema"] == pytest.approx([1, 1, 1, None, 1]), \
+        "debiased: a constant stays constant, a missing value stays missing"
+    assert result["raw"] == [1, 2, 3]
