@@ -17,6 +17,16 @@ TINY_TRAIN = dict(batch_size=4, max_steps=30, learning_rate=1e-2, min_lr=1e-3, w
                   eval_iters=2, checkpoint_interval=10, keep_last=2, device="cpu", seed=7)
 
 
+def train_worker(processes, name):
+    """A real train worker (the launcher's command line) with one torch thread: tiny models gain nothing from more,
+    and on a CPU shared with other tests, threads spin-waiting for a busy core make steps ten times slower."""
+    from apps.system.management.commands.lab import worker_command
+
+    cmd = worker_command("train")
+    cmd[cmd.index("-n") + 1] = name
+    return processes.start(name.replace("@", "-"), cmd, OMP_NUM_THREADS="1")
+
+
 def encode_here(corpus, tokenizer):
     """The corpus encoded with the tokenizer, in this process (the real job's glue, without a worker)."""
     from workers.corpora import corpus_encode
@@ -36,6 +46,15 @@ def char_tok(tiny_corpus):
 @pytest.fixture
 def encoded(tiny_corpus, char_tok):
     return encode_here(tiny_corpus, char_tok)
+
+
+@pytest.fixture
+def shakespeare(user):
+    """The bundled Shakespeare corpus, its character tokenizer, and the two encoded (for the benchmarks)."""
+    corpus = {c.name: c for c in corpora_services.corpus_seed_defaults()}["Shakespeare"]
+    tokenizer = next(t for t in tokenization_services.tokenizer_seed_defaults(shakespeare=corpus)
+                     if t.name == "shakespeare-char")
+    return corpus, tokenizer, encode_here(corpus, tokenizer)
 
 
 def model_config(char_tok, **changes) -> dict:
@@ -65,5 +84,5 @@ def form_data(corpus, tokenizer, **changes) -> dict:
     return {k: v for k, v in (data | changes).items() if v is not None}
 
 
-__all__ = ["TINY_MODEL", "TINY_TRAIN", "TINY_TEXT", "encode_here", "char_tok", "encoded", "model_config",
-           "train_config", "make_run", "run", "form_data"]
+__all__ = ["TINY_MODEL", "TINY_TRAIN", "TINY_TEXT", "train_worker", "encode_here", "char_tok", "encoded",
+           "shakespeare", "model_config", "train_config", "make_run", "run", "form_data"]

@@ -1,7 +1,4 @@
-"""The four steps of building a language model, as the home page tells them, and the pages still to come.
-
-Each page that a later piece of work fills is listed in PLANNED with what it will do, so the page says so plainly.
-"""
+"""The four steps of building a language model, as the home page tells them."""
 
 STEPS = [
     {
@@ -44,5 +41,3 @@ STEPS = [
         "layer and head, on your own text.",
     },
 ]
-
-PLANNED: dict[str, dict] = {}

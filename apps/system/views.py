@@ -1,24 +1,15 @@
 from django.conf import settings
 from django.contrib.auth import login
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from apps.system import selectors
 from apps.system.forms import SignUpForm
-from apps.system.steps import PLANNED, STEPS
+from apps.system.steps import STEPS
 
 
 def home(request):
-    steps = [step | {"planned": step["key"] in PLANNED} for step in STEPS]
-    return render(request, "system/home.html", {"steps": steps})
-
-
-def planned(request, key: str):
-    """A page that later work fills: it says what it will hold instead of pretending."""
-    if key not in PLANNED:
-        raise Http404
-    return render(request, "system/planned.html", {"page": PLANNED[key], "key": key})
+    return render(request, "system/home.html", {"steps": STEPS})
 
 
 def status(request):

@@ -28,6 +28,7 @@ class Tokenizer(models.Model):
         TIKTOKEN = "tiktoken", "built-in (tiktoken)"
         CHAR = "char", "character-level"
         BPE = "bpe", "byte-level BPE"
+        IMPORTED = "imported", "imported with a model"
 
     class Pattern(models.TextChoices):
         GPT4 = "gpt4", "GPT-4 (cl100k_base)"

@@ -81,6 +81,10 @@ def _load(kind: str, name: str, path: str, fingerprint: str) -> toklib.Tokenizer
                                             f"its corpus") from None
     if kind == Tokenizer.Kind.BPE:
         return toklib.load_bpe(full)
+    if kind == Tokenizer.Kind.IMPORTED:
+        from workers.gpt.importers import load_tokenizer  # numpy + tiktoken only: safe in the web process
+
+        return load_tokenizer(full)
     raise toklib.TokenizerError(f"unknown tokenizer kind {kind!r}")
 
 
@@ -117,12 +121,15 @@ def tokenizer_may_control(*, tokenizer: Tokenizer, user) -> bool:
 
 
 def tokenizer_choices(*, user) -> list[tuple[str, list[Tokenizer]]]:
-    """Ready tokenizers grouped for a <select>: built-in first, then character-level, then trained BPEs."""
-    groups: dict[str, list[Tokenizer]] = {Tokenizer.Kind.TIKTOKEN: [], Tokenizer.Kind.CHAR: [], Tokenizer.Kind.BPE: []}
+    """Ready tokenizers grouped for a <select>: built-in, from imported models, character-level, trained BPEs."""
+    groups: dict[str, list[Tokenizer]] = {
+        Tokenizer.Kind.TIKTOKEN: [], Tokenizer.Kind.IMPORTED: [], Tokenizer.Kind.CHAR: [], Tokenizer.Kind.BPE: []
+    }
     for t in tokenizer_list(user=user, ready_only=True):
         groups.setdefault(t.kind, []).append(t)
     labels = {Tokenizer.Kind.TIKTOKEN: "Built in (OpenAI, via tiktoken)", Tokenizer.Kind.CHAR: "Character-level",
-              Tokenizer.Kind.BPE: "Trained here (byte-level BPE)"}
+              Tokenizer.Kind.BPE: "Trained here (byte-level BPE)",
+              Tokenizer.Kind.IMPORTED: "From imported models (e.g. SmolLM2)"}
     return [(labels[k], v) for k, v in groups.items() if v]
 
 

@@ -399,7 +399,7 @@ def device_profile_record(*, device: dict, peak_flops: float | None = None, mfu:
     if peak_flops:
         # the peak is the best ever measured: a measurement on a busy machine comes out low, never high
         profile.peak_flops = max(profile.peak_flops or 0.0, peak_flops)
-    if mfu is not None and mfu > 0:
+    if mfu is not None and 0 < mfu <= 1:  # above 1 means the peak was measured too low: not a figure to keep
         # a running mean that favours recent runs: one odd run (a tiny model, a busy machine) moves it only a bit
         profile.mfu = mfu if profile.mfu is None else 0.7 * profile.mfu + 0.3 * mfu
         profile.runs += 1

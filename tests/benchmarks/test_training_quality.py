@@ -14,7 +14,8 @@ import pytest
 from apps.training import services
 from apps.training.forms import RunForm
 from apps.training.models import Evaluation, Metric, Run
-from tests.benchmarks.test_training_throughput import shakespeare  # noqa: F401  (fixture)
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.training_fixtures import *  # noqa: F401,F403
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
@@ -23,7 +24,7 @@ TARGET = 1.95
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def test_the_cpu_preset_reaches_its_published_validation_loss(processes, user, shakespeare, tmp_path):  # noqa: F811
+def test_the_cpu_preset_reaches_its_published_validation_loss(processes, user, shakespeare, tmp_path):
     corpus, tokenizer, _ = shakespeare
     initial = RunForm.initial_for(preset_key="shakespeare-char-cpu", user=user)
     form = RunForm({k: v for k, v in initial.items() if v is not None and v is not False}, user=user)

@@ -20,13 +20,12 @@ import pytest
 import websockets
 from django.test import Client
 
-from apps.corpora import services as corpora_services
-from apps.tokenization import services as tokenization_services
 from apps.training import services
 from apps.training.forms import RunForm
 from apps.training.models import Metric, Run
 from tests.conftest import ROOT, subprocess_env, wait_for
-from tests.training_fixtures import encode_here
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.training_fixtures import *  # noqa: F401,F403
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
 
@@ -36,7 +35,7 @@ ROUNDS = int(os.environ.get("BENCH_TRAIN_ROUNDS", 3))
 WATCHERS = 20
 
 PLAIN_LOOP = """
-import json, math, sys, time, torch
+import json, sys, time, torch
 from workers.gpt.config import GPTConfig, TrainConfig
 from workers.gpt.data import get_batch, open_tokens
 from workers.gpt.model import GPT
@@ -63,15 +62,6 @@ for step in range(1, train_cfg.max_steps + 1):
     ends.append(time.perf_counter())
 print(json.dumps(ends))
 """
-
-
-@pytest.fixture
-def shakespeare(user):
-    corpus = {c.name: c for c in corpora_services.corpus_seed_defaults()}["Shakespeare"]
-    tokenizer = next(t for t in tokenization_services.tokenizer_seed_defaults(shakespeare=corpus)
-                     if t.name == "shakespeare-char")
-    shards = encode_here(corpus, tokenizer)
-    return corpus, tokenizer, shards
 
 
 def preset_configs(user) -> tuple[dict, dict]:

@@ -8,9 +8,9 @@ import pytest
 from playwright.sync_api import expect
 
 from apps.training.models import Run
-from tests.apps.training.test_integration import train_worker
 from tests.data_fixtures import *  # noqa: F401,F403
 from tests.training_fixtures import *  # noqa: F401,F403
+from tests.training_fixtures import train_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
 

@@ -71,6 +71,7 @@ function handle(m) {
       if (m.status !== state.status) statusChanged(m.status);
       showQueue(m.queue);
       renderSamples(); renderProgress(); redraw();
+      refreshPanel();  // the timeline may have grown between the page's rendering and this socket's opening
       break;
     case "metrics":
       if (m.epoch > state.epoch) return resync();  // rewound meanwhile: start over from the database

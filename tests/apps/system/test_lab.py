@@ -49,6 +49,12 @@ class Lab:
                 pids.append(int(stat.parent.name))
         return pids
 
+    def kill(self) -> None:
+        """After a failed assertion: SIGKILL the launcher; its children die with it (PR_SET_PDEATHSIG)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, *, times: int = 1) -> int:
         for _ in range(times):
             self.proc.send_signal(signal.SIGINT)
@@ -77,11 +83,13 @@ def test_one_command_starts_everything_and_ctrl_c_stops_everything(tmp_path):
     port = free_port(18000)
     taken.bind(("127.0.0.1", port))
     taken.listen()
+    lab = None
     try:
+        expected = free_port(port + 1)
         lab = Lab(tmp_path, "--port", str(port))
         url = lab.wait_running()
-        assert f"Port {port} is taken; using {port + 1}." in lab.output
-        assert url == f"http://localhost:{port + 1}/"
+        assert f"Port {port} is taken; using {expected}." in lab.output
+        assert url == f"http://localhost:{expected}/"
         password = re.search(r"user: admin  password: (\S+)", lab.output).group(1)
         assert len(password) >= 12
         assert "Embedded Redis started at redis://127.0.0.1:" in lab.output
@@ -93,15 +101,20 @@ def test_one_command_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         assert not [pid for pid in children if _alive(pid)], "every process it started has stopped"
     finally:
         taken.close()
+        if lab:
+            lab.kill()
     print(f"workers seen live: {sorted(workers)}")
 
     # Second start: the admin exists, so no password is printed; a double Ctrl-C still leaves nothing running.
     again = Lab(tmp_path, "--port", str(free_port(18100)))
-    again.wait_running()
-    assert "password" not in again.output
-    children = again.children()
-    again.stop(times=2)
-    assert not [pid for pid in children if _alive(pid)]
+    try:
+        again.wait_running()
+        assert "password" not in again.output
+        children = again.children()
+        again.stop(times=2)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        again.kill()
 
 
 def test_unreachable_redis_gets_one_clear_line_not_a_traceback(tmp_path):

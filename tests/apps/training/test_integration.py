@@ -14,19 +14,9 @@ from django.test import Client
 
 from apps.training.models import Checkpoint, Metric, Run
 from tests.conftest import wait_for
-from tests.training_fixtures import make_run
+from tests.training_fixtures import make_run, train_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
-
-
-def train_worker(processes, name):
-    """A real train worker (the launcher's command line) with one torch thread: tiny models gain nothing from more,
-    and on a CPU shared with other tests, threads spin-waiting for a busy core make steps ten times slower."""
-    from apps.system.management.commands.lab import worker_command
-
-    cmd = worker_command("train")
-    cmd[cmd.index("-n") + 1] = name
-    return processes.start(name.replace("@", "-"), cmd, OMP_NUM_THREADS="1")
 
 
 def session_cookie(user) -> str:

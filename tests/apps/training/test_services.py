@@ -216,3 +216,11 @@ def test_the_chart_draws_the_published_result_only_while_the_run_is_the_preset(u
     assert [line["value"] for line in lines] == [math.log(char_tok.n_vocab), 1.88]
     assert len(run_chart_config(run=changed)["lines"]) == 1
     assert run_chart_config(run=as_published)["flops_per_step"] > 0
+
+
+def test_an_impossible_mfu_is_not_learned(db):
+    from apps.training.models import DeviceProfile
+
+    device = {"kind": "cpu", "name": "Test CPU", "cores": 2}
+    services.device_profile_record(device=device, mfu=1.3)
+    assert DeviceProfile.objects.get(key=services.device_key(device)).mfu is None

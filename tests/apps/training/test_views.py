@@ -139,3 +139,16 @@ def test_a_failed_run_shows_its_reason(client, user, run):
     client.force_login(user)
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert 'role="alert"><strong>Failed:</strong> the loss became NaN at step 7' in html
+
+
+def test_staff_manage_runs_in_the_admin(client, run, monkeypatch):
+    from django.contrib.auth.models import User
+
+    admin = User.objects.create_superuser("root", password="x-very-secret-1")
+    client.force_login(admin)
+    assert client.get("/admin/training/run/").status_code == 200
+    assert client.get(f"/admin/training/run/{run.pk}/change/").status_code == 200
+    response = client.post("/admin/training/run/", {"action": "cancel_runs", "_selected_action": [run.pk]})
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
