@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from apps.explorer import selectors, services
 from apps.explorer.models import Trace
+from workers.gpt.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def trace_compute(*, trace_id: int) -> str:
         load_ms = 0.0 if warm else loaded.load_ms
         services.trace_phase(trace=trace, phase="running the model")
         blob, info = compute(loaded, source=source, text=trace.text)
-        _atomic_write(trace.file, blob)
+        atomic_write_bytes(trace.file, blob)
     except selectors.ExplorerError as exc:
         services.trace_fail(trace_id=trace_id, error=str(exc))
         return Trace.Status.FAILED
@@ -146,17 +146,3 @@ def _cache_row(source: selectors.Source):
 
 def _worker_name() -> str:
     return os.environ.get("CELERY_WORKER_NAME") or f"pid {os.getpid()}@{socket.gethostname()}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

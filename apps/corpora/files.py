@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from django.conf import settings
+
+from workers.gpt.fileio import atomic_write_bytes
 
 
 def artifacts() -> Path:
@@ -16,18 +17,7 @@ def artifacts() -> Path:
 
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write data to path atomically (a crash leaves either the old file or none, never a partial one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def remove(path: Path) -> None:

@@ -30,7 +30,7 @@ from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.inference import realtime, selectors, services
+from apps.inference import realtime, services
 from apps.inference.models import Generation
 from apps.inference.services import InferenceError
 from apps.registry.models import Model

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from django.conf import settings
+
+from workers.gpt.fileio import atomic_write
 
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -90,18 +91,13 @@ def copy_tensors(src: Path, dst: Path, *, keep=lambda name: True) -> None:
 
 
 def write_atomic(path: Path, write) -> None:
-    """write(f) into a temporary file beside path, fsync it, rename it over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """write(f) into a temporary file beside path, then make it path atomically."""
+
+    def fill(tmp):
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, fill)
 
 
 def write_json(path: Path, data: dict) -> None:

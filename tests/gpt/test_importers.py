@@ -3,7 +3,6 @@ Hugging Face's tokenizers library running the same vocabulary. Every model here 
 format's own tools (tests/gpt/formats.py); nothing is downloaded."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -13,9 +13,7 @@ that loads half-written.
 
 import base64
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import GPTConfig, TrainConfig
-from .data import fsync_dir
+from .fileio import atomic_write
 from .model import GPT
 
 FORMAT = "llmlab-gpt-checkpoint"
@@ -89,8 +87,8 @@ def save_checkpoint(directory, *, model: GPT, step: int, optimizer: torch.optim.
         opt_tensors, meta["optimizer"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
 
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)}))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
     return path
 
 
@@ -236,18 +234,3 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
             g["betas"] = tuple(g["betas"])  # JSON turned the tuple into a list
         groups.append(g)
     return {"state": state, "param_groups": groups}
-
-
-def _atomic_write(path: Path, write):
-    """write(tmp_path) into a temporary file next to `path`, fsync it, rename it over `path`, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    fsync_dir(path.parent)

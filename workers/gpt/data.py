@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fileio import fsync_dir
+
 MAGIC = b"LLMTOKS\0"
 VERSION = 1
 HEADER = struct.Struct("<8sIIQ")  # magic, version, itemsize, count
@@ -141,17 +143,3 @@ def get_batch(data, batch_size: int, block_size: int, generator: torch.Generator
         # pin so the host-to-device copy can overlap with compute (non_blocking)
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.contiguous().to(device), y.contiguous().to(device)
-
-
-def fsync_dir(directory):
-    """Make a rename durable: fsync the directory entry (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from .fileio import atomic_write, atomic_write_bytes
 
 from .config import ConfigError, GPTConfig, param_count
 from .tokenizers import Tokenizer, TiktokenTokenizer, TokenizerDataError, dump_ranks, read_ranks_file, recover_merge
@@ -170,8 +170,8 @@ def save_tokenizer(tokenizer: ImportedTokenizer, directory: str | Path) -> Path:
         "ranks_file": TOKENIZER_RANKS_FILE, "ranks_sha256": hashlib.sha256(ranks_bytes).hexdigest(),
         "chat_template": tokenizer.chat_template, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
     }
-    _atomic_write_bytes(directory / TOKENIZER_RANKS_FILE, ranks_bytes)
-    _atomic_write_bytes(directory / TOKENIZER_META_FILE, (json.dumps(meta, ensure_ascii=False, indent=1) + "\n").encode())
+    atomic_write_bytes(directory / TOKENIZER_RANKS_FILE, ranks_bytes)
+    atomic_write_bytes(directory / TOKENIZER_META_FILE, (json.dumps(meta, ensure_ascii=False, indent=1) + "\n").encode())
     return directory
 
 
@@ -516,25 +516,8 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata
     from safetensors.numpy import save_file
 
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -805,7 +788,7 @@ def write_checkpoint(imported: Imported, directory: str | Path, *, step: int = 0
         "extra": {"source": imported.source, "notes": imported.notes, "stop_ids": imported.stop_ids,
                   "chat_template": imported.chat_template, **(extra or {})},
     }
-    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
     return path
 
 
@@ -866,7 +849,7 @@ def export_hf(checkpoint: str | Path, directory: str | Path, *, tokenizer: Token
                   **common}
         out = _to_hf_llama(cfg, state)
     write_safetensors(directory / "model.safetensors", out, metadata={"format": "pt"})
-    _atomic_write_bytes(directory / "config.json", (json.dumps(hf_cfg, indent=2) + "\n").encode())
+    atomic_write_bytes(directory / "config.json", (json.dumps(hf_cfg, indent=2) + "\n").encode())
     if tokenizer is not None:
         write_tokenizer_json(tokenizer, directory, chat_template=chat_template, eos_id=common["eos_token_id"])
     return directory
@@ -954,8 +937,8 @@ def write_tokenizer_json(tokenizer: Tokenizer, directory: str | Path, *, chat_te
           "clean_up_tokenization_spaces": False}
     if chat_template:
         tc["chat_template"] = chat_template
-    _atomic_write_bytes(directory / "tokenizer.json", json.dumps(tj, ensure_ascii=False).encode())
-    _atomic_write_bytes(directory / "tokenizer_config.json", (json.dumps(tc, indent=2) + "\n").encode())
+    atomic_write_bytes(directory / "tokenizer.json", json.dumps(tj, ensure_ascii=False).encode())
+    atomic_write_bytes(directory / "tokenizer_config.json", (json.dumps(tc, indent=2) + "\n").encode())
 
 
 # ----------------------------------------------------------------------------------------------------------------------

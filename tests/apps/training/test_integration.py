@@ -82,7 +82,10 @@ def test_a_run_survives_kill_9_of_its_worker_and_resumes_from_its_last_checkpoin
     wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED, timeout=120,
              what="the run to be resumed and finished by the second worker", proc=second)
     run.refresh_from_db()
-    assert run.worker == "train@heir" and run.attempts == 2 and run.epoch >= 1
+    assert run.worker == "train@heir" and run.epoch >= 1
+    # Two attempts at least; a third when the doomed worker, starved of CPU under a loaded suite, let its 5 s test
+    # lease lapse before the kill — which is the recovery working as designed, not a lost or doubled step.
+    assert run.attempts >= 2, run.attempts
     assert list(Metric.objects.filter(run=run).values_list("step", flat=True)) == list(range(1, 601))
     messages = [e.message for e in run.events.all()]
     assert any("Worker train@doomed stopped responding" in m for m in messages), messages
