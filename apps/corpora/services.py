@@ -248,19 +248,29 @@ def shards_cancel(*, shards: Shards, user) -> Shards:
     stops at its next batch, removes what it wrote, and reports cancelled."""
     if not selectors.shards_may_control(shards=shards, user=user):
         raise PermissionDenied("Only the user who started this encoding (or staff) may cancel it.")
-    with transaction.atomic():
-        shards = Shards.objects.select_for_update().get(id=shards.id)
-        if shards.status not in JobStatus.active():
-            return shards
-        stale = (timezone.now() - shards.updated).total_seconds() > STALE_SECONDS
-        if shards.status == JobStatus.QUEUED or stale:
-            shards.error = "" if shards.status == JobStatus.QUEUED else "its worker stopped reporting"
-            shards.status = JobStatus.CANCELLED
-            shards.finished = timezone.now()
-        shards.cancel_requested = True
-        shards.save()
-    _publish_state(shards)
+    shards, requested = job_request_cancel(Shards, shards.id)
+    if requested:
+        _publish_state(shards)
     return shards
+
+
+def job_request_cancel(model, pk: int):
+    """Ask a long job's row (Shards, Tokenizer) to stop; return (row, whether it was still active).
+
+    A queued job, or one whose worker has gone silent for STALE_SECONDS, is cancelled at once; a running one sees
+    cancel_requested at its next batch, removes what it wrote and reports cancelled itself."""
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(id=pk)
+        if job.status not in JobStatus.active():
+            return job, False
+        stale = (timezone.now() - job.updated).total_seconds() > STALE_SECONDS
+        if job.status == JobStatus.QUEUED or stale:
+            job.error = "" if job.status == JobStatus.QUEUED else "its worker stopped reporting"
+            job.status = JobStatus.CANCELLED
+            job.finished = timezone.now()
+        job.cancel_requested = True
+        job.save()
+    return job, True
 
 
 def shards_remove_files_if_unused(*, cache_key: str) -> None:

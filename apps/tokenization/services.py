@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.corpora import files
 from apps.corpora.models import Corpus, JobStatus
+from apps.corpora.services import job_request_cancel
 from apps.tokenization import analysis, realtime, selectors
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import TokenizationError
@@ -20,7 +21,6 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # names that would collide with the pages under /tokenizers/
 RESERVED_NAMES = {"library", "train", "char", "tokenize", "more", "decode", "api", "new", "static"}
 MAX_SPECIAL_TOKENS = 16
-STALE_SECONDS = 60
 
 
 def tokenizer_check_name(name: str) -> str:
@@ -145,18 +145,9 @@ def _enqueue_train(tokenizer_id: int) -> None:
 def tokenizer_cancel(*, tokenizer: Tokenizer, user) -> Tokenizer:
     if not selectors.tokenizer_may_control(tokenizer=tokenizer, user=user):
         raise PermissionDenied("Only the user who started this training (or staff) may cancel it.")
-    with transaction.atomic():
-        tokenizer = Tokenizer.objects.select_for_update().get(id=tokenizer.id)
-        if tokenizer.status not in JobStatus.active():
-            return tokenizer
-        stale = (timezone.now() - tokenizer.updated).total_seconds() > STALE_SECONDS
-        if tokenizer.status == JobStatus.QUEUED or stale:
-            tokenizer.error = "" if tokenizer.status == JobStatus.QUEUED else "its worker stopped reporting"
-            tokenizer.status = JobStatus.CANCELLED
-            tokenizer.finished = timezone.now()
-        tokenizer.cancel_requested = True
-        tokenizer.save()
-    _publish_state(tokenizer)
+    tokenizer, requested = job_request_cancel(Tokenizer, tokenizer.id)
+    if requested:
+        _publish_state(tokenizer)
     return tokenizer
 
 
