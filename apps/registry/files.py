@@ -16,9 +16,7 @@ from pathlib import Path
 from django.conf import settings
 
 from workers.gpt.fileio import atomic_write
-
-MAX_HEADER = 100 * 1024 * 1024
-
+from workers.gpt.importers import ImportRefused, read_safetensors_header
 
 class WeightsFileError(ValueError):
     """A weights file is not what it claims to be (truncated, not safetensors)."""
@@ -38,23 +36,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def read_header(path: Path) -> tuple[dict, int]:
     """The JSON header of a .safetensors file and the offset its data starts at; refuses a truncated file."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise WeightsFileError(f"{path.name} is too short to be a safetensors file")
-        n = int.from_bytes(head, "little")
-        if not 2 <= n <= min(MAX_HEADER, size - 8):
-            raise WeightsFileError(f"{path.name} is not a safetensors file")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise WeightsFileError(f"{path.name}: its header is not valid JSON") from None
-    data_size = size - 8 - n
+    try:
+        header, offset = read_safetensors_header(path)
+    except ImportRefused as exc:
+        raise WeightsFileError(str(exc)) from None
+    data_size = path.stat().st_size - offset
     for name, info in header.items():
         if name != "__metadata__" and info["data_offsets"][1] > data_size:
             raise WeightsFileError(f"{path.name} is truncated: {name} lies past the end of the file")
-    return header, 8 + n
+    return header, offset
 
 
 def copy_tensors(src: Path, dst: Path, *, keep=lambda name: True) -> None:

@@ -469,10 +469,9 @@ _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": n
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    """All tensors of a .safetensors file as float32 numpy arrays, and its metadata. Checks the header and that every
-    tensor lies inside the file, so a truncated or corrupt file is refused with the reason."""
-    path = Path(path)
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a .safetensors file (with its __metadata__) and the offset its data starts at; refuses a
+    file that is too short, not safetensors, or has a corrupt header."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -487,8 +486,17 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             raise ImportRefused(f"{path.name}: the safetensors header is not valid JSON: the file is corrupt") from None
     if not isinstance(header, dict):
         raise ImportRefused(f"{path.name}: the safetensors header is not a JSON object")
+    return header, 8 + n
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """All tensors of a .safetensors file as float32 numpy arrays, and its metadata. Checks the header and that every
+    tensor lies inside the file, so a truncated or corrupt file is refused with the reason."""
+    path = Path(path)
+    header, offset = read_safetensors_header(path)
     metadata = header.pop("__metadata__", None) or {}
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
+    size = path.stat().st_size
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=offset) if size > offset else np.zeros(0, np.uint8)
     tensors = {}
     for name, info in header.items():
         try:
