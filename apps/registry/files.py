@@ -18,6 +18,7 @@ from django.conf import settings
 from workers.gpt.fileio import atomic_write
 from workers.gpt.importers import ImportRefused, read_safetensors_header
 
+
 class WeightsFileError(ValueError):
     """A weights file is not what it claims to be (truncated, not safetensors)."""
 
