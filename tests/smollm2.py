@@ -30,7 +30,8 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_checkpoint(smollm2_gguf, tmp_path_factory):
     """(checkpoint .safetensors path, its ImportedTokenizer): SmolLM2 in our format."""
-    from workers.gpt.importers import read_gguf, write_checkpoint
+    from workers.gpt.formats.gguf import read_gguf
+    from workers.gpt.formats.llmlab import write_checkpoint
 
     imported = read_gguf(smollm2_gguf, name="SmolLM2-135M-Instruct")
     return write_checkpoint(imported, tmp_path_factory.mktemp("smollm2")), imported.tokenizer

@@ -2,9 +2,9 @@
 
     trace_compute(trace_id=7)   # what the Celery task `trace_compute` calls on an infer worker
 
-Loads the model through the infer worker's warm cache (a SmolLM2 load takes seconds, a trace of it a fraction of
-one), tokenizes the text, truncates it to what the explorer shows for this model (and says so), runs one forward
-pass, writes the packed trace atomically under ARTIFACTS_DIR and reports to the row, which tells the page.
+Loads the model through the infer worker's warm cache (workers/model_cache.py, asked with a LoadSpec: a SmolLM2
+load takes seconds, a trace of it a fraction of one), tokenizes the text, truncates it to what the explorer shows
+for this model (and says so), runs one forward pass, writes the packed trace atomically under ARTIFACTS_DIR and reports to the row, which tells the page.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
-
 from apps.explorer import selectors, services
 from apps.explorer.models import Trace
 from workers.gpt.fileio import atomic_write_bytes
+from workers.model_cache import LoadSpec, model_cache
 
 log = logging.getLogger(__name__)
 
@@ -102,43 +100,21 @@ def compute(loaded, *, source: selectors.Source, text: str) -> tuple[bytes, dict
 
 
 def load(source: selectors.Source):
-    """The model and tokenizer of a source, through the infer worker's warm model cache (workers/inference.py),
+    """The model and tokenizer of a source, through the infer worker's warm model cache (workers/model_cache.py),
     which generation shares: SmolLM2 loaded for one is warm for the other, and one memory budget bounds both.
     Returns (loaded, warm); loaded has .model and .tokenizer."""
-    from workers.inference import model_cache
-
-    return model_cache.get(_cache_row(source))
+    return model_cache.get(load_spec(source))
 
 
-@dataclass(frozen=True)
-class _CheckpointRow:
-    """A run checkpoint dressed as the registry row the cache expects: the cache keys on (pk, sha256), loads
-    `file`, and asks apps.registry.selectors.model_tokenizer for the tokenizer (the run's tokenizer row)."""
-    pk: str
-    sha256: str
-    file: Path
-    name: str
-    tokenizer: object
-    tokenizer_spec: dict
-
-
-def _cache_row(source: selectors.Source):
-    if source.kind == "model":
-        from apps.registry.models import Model
-
-        row = Model.objects.filter(pk=int(source.ref.split(":")[1])).select_related("tokenizer").first()
-        if row is None:
-            raise selectors.SourceNotFound("That model does not exist any more: pick another model")
-        return row
-    from apps.tokenization.models import Tokenizer
-
-    tokenizer = Tokenizer.objects.filter(pk=source.extra.get("tokenizer_id")).first()
-    if tokenizer is None:
-        raise selectors.ExplorerError("This run's tokenizer was deleted, so text cannot be encoded for it: pick "
+def load_spec(source: selectors.Source) -> LoadSpec:
+    """What to load for a source: a registry model's weights by sha256 (the key generation uses too), a checkpoint's
+    by the version its source carries (size and mtime)."""
+    tokenizer = source.extra.get("tokenizer")
+    if not tokenizer:
+        raise selectors.ExplorerError("This model's tokenizer was deleted, so text cannot be encoded for it: pick "
                                       "another model.")
-    spec = {"kind": tokenizer.kind, "name": tokenizer.name, "path": tokenizer.path, "fingerprint": tokenizer.fingerprint}
-    return _CheckpointRow(pk=source.ref, sha256=source.version, file=Path(source.extra["path"]), name=source.label,
-                          tokenizer=tokenizer, tokenizer_spec=spec)
+    version = source.extra["sha256"] if source.kind == "model" else source.version
+    return LoadSpec(path=source.extra["path"], version=version, tokenizer=tokenizer, label=source.label)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 The loop itself is workers/gpt/generate.py (a generator with a KV cache, knowing nothing of transport); this module
 decides where the tokens go. It batches them (the first at once, then every ~100 ms or 32 tokens), checks the stop
 flag between batches, cuts the text at stop strings, and always ends with a final state event sent after the row
-holds the result. Models stay loaded in a process-wide cache bounded by memory (the infer worker runs four threads,
-which share it), so a second request does not reload.
+holds the result. Models stay loaded in workers/model_cache.py's process-wide cache, so a second request does not
+reload.
 """
 
 from __future__ import annotations
@@ -17,141 +17,18 @@ import logging
 import secrets
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from apps.inference import realtime, services
 from apps.inference.models import Generation
+from workers.model_cache import model_cache, model_spec
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.1  # a batch of tokens goes out at least this often...
 FLUSH_TOKENS = 32  # ...or when it holds this many
 STOP_CHECK_SECONDS = 0.05  # the stop flag is read at most this often (and at every flush)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# the warm model cache
-
-
-@dataclass
-class Loaded:
-    model: object  # workers.gpt.model.GPT, in eval mode
-    tokenizer: object  # workers.gpt.tokenizers.Tokenizer
-    nbytes: int
-    load_ms: float
-    pieces: dict = field(default_factory=dict)  # token id -> how the page shows it alone (alternatives repeat a lot)
-
-
-class ModelCache:
-    """Registry models kept loaded, least recently used evicted first once they hold more than max_bytes.
-
-    Keyed by (model id, sha256 of its weights), so replaced weights are never served stale. Thread-safe: the infer
-    worker's threads share it, and two requests for the same cold model load it once (the second waits)."""
-
-    def __init__(self, max_bytes: int | None = None):
-        self.max_bytes = max_bytes
-        self.items: OrderedDict[tuple, Loaded] = OrderedDict()
-        self.lock = threading.Lock()
-        self.loading: dict[tuple, threading.Lock] = {}
-
-    def limit(self) -> int:
-        return self.max_bytes if self.max_bytes is not None else settings.INFERENCE_CACHE_BYTES
-
-    @staticmethod
-    def key(row) -> tuple:
-        return (row.pk, row.sha256)
-
-    def has(self, row) -> bool:
-        with self.lock:
-            return self.key(row) in self.items
-
-    def get(self, row) -> tuple[Loaded, bool]:
-        """(the loaded model, whether it was warm)."""
-        key = self.key(row)
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key], True
-            gate = self.loading.setdefault(key, threading.Lock())
-        with gate:  # one thread loads; the others wait here and then find it cached
-            with self.lock:
-                if key in self.items:
-                    self.items.move_to_end(key)
-                    return self.items[key], True
-            configure_torch_threads()
-            started = time.perf_counter()
-            model = load_model_fast(row.file)
-            tokenizer = _tokenizer(row)
-            nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-            loaded = Loaded(model=model, tokenizer=tokenizer, nbytes=nbytes,
-                            load_ms=(time.perf_counter() - started) * 1000)
-            with self.lock:
-                self.items[key] = loaded
-                self.loading.pop(key, None)
-                self._evict(keep=key)
-            log.info("loaded model %s (%.0f MB) in %.0f ms", row.name, nbytes / 1e6, loaded.load_ms)
-            return loaded, False
-
-    def _evict(self, keep: tuple) -> None:
-        """Drop the least recently used models until the rest fit (the one just loaded always stays; a generation
-        still using an evicted model keeps its own reference until it ends)."""
-        limit = self.limit()
-        while sum(item.nbytes for item in self.items.values()) > limit and len(self.items) > 1:
-            oldest = next(k for k in self.items if k != keep)
-            del self.items[oldest]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-
-
-def _tokenizer(row):
-    from apps.registry.selectors import model_tokenizer
-
-    return model_tokenizer(row)
-
-
-_threads_set = False
-
-
-def configure_torch_threads() -> int:
-    """Give each of the infer worker's concurrent generations its share of the cores (INFERENCE_TORCH_THREADS,
-    default cores // 4, at least 1). torch's default of one thread per core, times four generations at once,
-    oversubscribes the CPU: on a busy 2-core machine a decode step ran 3-4x slower with 2 threads than with 1."""
-    global _threads_set
-    import torch
-
-    if not _threads_set:
-        torch.set_num_threads(settings.INFERENCE_TORCH_THREADS)
-        _threads_set = True
-    return torch.get_num_threads()
-
-
-def load_model_fast(path):
-    """checkpoint.load_model without the random initialisation: build the GPT on the meta device, then adopt the
-    checkpoint's tensors (for SmolLM2 this skips initialising 134M parameters only to overwrite them)."""
-    import torch
-
-    from workers.gpt.checkpoint import load_checkpoint
-    from workers.gpt.model import GPT, rope_cache
-
-    ckpt = load_checkpoint(path, with_optimizer=False)
-    with torch.device("meta"):
-        model = GPT(ckpt.model_cfg)
-    model.load_state_dict(ckpt.model_state, assign=True, strict=True)
-    if ckpt.model_cfg.pos == "rope":  # non-persistent buffers: computed from the config, not stored
-        cos, sin = rope_cache(ckpt.model_cfg)
-        model.register_buffer("rope_cos", cos, persistent=False)
-        model.register_buffer("rope_sin", sin, persistent=False)
-    if ckpt.model_cfg.tie_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
-    return model.eval()
-
-
-model_cache = ModelCache()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -295,9 +172,10 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
     stream, prompt_ids, cropped, notes = None, [], False, []
     status, stop_reason, error = Generation.Status.DONE, Generation.StopReason.LENGTH, ""
     try:
-        if not model_cache.has(gen.model):
+        spec = model_spec(gen.model)
+        if not model_cache.has(spec):
             publish(group, realtime.state_event(uid, status=realtime.LOADING, model=gen.model.name))
-        loaded, warm = model_cache.get(gen.model)
+        loaded, warm = model_cache.get(spec)
         stats["load_ms"] = 0.0 if warm else round(loaded.load_ms, 1)
         model, tok = loaded.model, loaded.tokenizer
         prompt_ids = _prompt_ids(gen, tok)

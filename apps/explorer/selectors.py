@@ -93,8 +93,17 @@ def _checkpoint_source(ckpt: Checkpoint) -> Source:
         run_id=run.pk,
         step=ckpt.step,
         detail=_describe(run.model_config) + loss,
-        extra={"path": str(ckpt.file), "tokenizer_id": run.tokenizer_id, "val_loss": ckpt.val_loss},
+        extra={"path": str(ckpt.file), "tokenizer_id": run.tokenizer_id, "val_loss": ckpt.val_loss,
+               "tokenizer": _tokenizer_spec(run.tokenizer)},
     )
+
+
+def _tokenizer_spec(tokenizer) -> dict | None:
+    """What the worker needs to load a run's tokenizer (None once the tokenizer was deleted)."""
+    if tokenizer is None:
+        return None
+    return {"kind": tokenizer.kind, "name": tokenizer.name, "path": tokenizer.path,
+            "fingerprint": tokenizer.fingerprint}
 
 
 def _visible_runs(user):
@@ -103,7 +112,8 @@ def _visible_runs(user):
 
 def run_checkpoints(*, run_id: int, user) -> list[Source]:
     """The checkpoints of a run the user may see, oldest first: the across-training slider's stops."""
-    ckpts = Checkpoint.objects.filter(run_id=run_id, run__in=_visible_runs(user)).select_related("run").order_by("step")
+    ckpts = (Checkpoint.objects.filter(run_id=run_id, run__in=_visible_runs(user))
+             .select_related("run", "run__tokenizer").order_by("step"))
     return [_checkpoint_source(c) for c in ckpts]
 
 
@@ -127,7 +137,8 @@ def _model_source(model) -> Source:
         run_id=model.run_id,
         step=model.step,
         detail=_describe(model.config) + loss,
-        extra={"path": str(model.file), "val_loss": model.val_loss, "slug": model.slug},
+        extra={"path": str(model.file), "val_loss": model.val_loss, "slug": model.slug, "sha256": model.sha256,
+               "tokenizer": model.tokenizer_spec or None},
     )
 
 
@@ -149,7 +160,8 @@ def _source(ref: str, *, runs, models) -> Source:
     if not raw_id.isdigit():
         raise SourceNotFound(f"{ref!r} is not a model reference: pick a model from the list")
     if kind == "checkpoint":
-        ckpt = Checkpoint.objects.filter(pk=int(raw_id), run__in=runs).select_related("run").first()
+        ckpt = (Checkpoint.objects.filter(pk=int(raw_id), run__in=runs)
+                .select_related("run", "run__tokenizer").first())
         if ckpt is None or not ckpt.file.exists():
             raise SourceNotFound("That checkpoint does not exist any more (or is not yours): pick another model")
         return _checkpoint_source(ckpt)
@@ -167,7 +179,7 @@ def source_choices(*, user) -> list[tuple[str, list[Source]]]:
     if found := [_model_source(m) for m in _registry_models(user).order_by("-status", "name")]:
         groups.append(("Models", found))
     latest = {}
-    for ckpt in (Checkpoint.objects.filter(run__in=_visible_runs(user)).select_related("run")
+    for ckpt in (Checkpoint.objects.filter(run__in=_visible_runs(user)).select_related("run", "run__tokenizer")
                  .order_by("run_id", "step")):
         latest[ckpt.run_id] = ckpt  # the last one per run wins
     runs = [_checkpoint_source(c) for c in sorted(latest.values(), key=lambda c: -c.run_id)]

@@ -16,7 +16,8 @@ from pathlib import Path
 from django.conf import settings
 
 from workers.gpt.fileio import atomic_write
-from workers.gpt.importers import ImportRefused, read_safetensors_header
+from workers.gpt.formats import ImportRefused
+from workers.gpt.formats.safetensors import read_safetensors_header
 
 
 class WeightsFileError(ValueError):

@@ -135,9 +135,9 @@ def model_tokenizer(model: Model):
 
 @functools.lru_cache(maxsize=16)
 def _imported_tokenizer(path: str):
-    from workers.gpt.importers import load_tokenizer
+    from workers.gpt.tokenizers import load_imported
 
-    return load_tokenizer(Path(settings.ARTIFACTS_DIR) / path)
+    return load_imported(Path(settings.ARTIFACTS_DIR) / path)
 
 
 def import_list(*, user) -> QuerySet[ModelImport]:

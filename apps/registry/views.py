@@ -70,7 +70,8 @@ def model_download(request, slug, kind):
 @require_GET
 def model_export(request, slug):
     """The model in the Hugging Face layout (config.json, model.safetensors, tokenizer.json), zipped."""
-    from workers.gpt.importers import ImportRefused, export_hf
+    from workers.gpt.formats import ImportRefused
+    from workers.gpt.formats.hf import export_hf
 
     model = _get(slug, request.user)
     work = Path(tempfile.mkdtemp(prefix="llmlab-export-"))
@@ -97,9 +98,12 @@ def model_export(request, slug):
 @login_required
 @require_POST
 def promote(request, checkpoint_id):
-    from apps.training.models import Checkpoint
+    from apps.training.selectors import RunNotFound, checkpoint_get
 
-    checkpoint = get_object_or_404(Checkpoint.objects.select_related("run", "run__tokenizer"), pk=checkpoint_id)
+    try:
+        checkpoint = checkpoint_get(checkpoint_id=checkpoint_id, user=request.user)
+    except RunNotFound:
+        raise Http404 from None  # someone else's checkpoint looks absent
     try:
         model = services.model_promote(checkpoint=checkpoint, user=request.user, name=request.POST.get("name", ""))
     except PermissionDenied:

@@ -68,6 +68,12 @@ def tokenizer_runtime(*, tokenizer: Tokenizer) -> toklib.Tokenizer:
     return _load(tokenizer.kind, tokenizer.name, tokenizer.path, tokenizer.fingerprint)
 
 
+def tokenizer_from_spec(*, spec: dict) -> toklib.Tokenizer:
+    """The runtime tokenizer a spec names ({"kind", "name", "path", "fingerprint"}, as a row has them and a model or
+    checkpoint records them), even when its row has been deleted since (cached like tokenizer_runtime)."""
+    return _load(spec["kind"], spec["name"], spec.get("path", ""), spec.get("fingerprint", ""))
+
+
 @functools.lru_cache(maxsize=32)
 def _load(kind: str, name: str, path: str, fingerprint: str) -> toklib.Tokenizer:
     if kind == Tokenizer.Kind.TIKTOKEN:
@@ -82,9 +88,7 @@ def _load(kind: str, name: str, path: str, fingerprint: str) -> toklib.Tokenizer
     if kind == Tokenizer.Kind.BPE:
         return toklib.load_bpe(full)
     if kind == Tokenizer.Kind.IMPORTED:
-        from workers.gpt.importers import load_tokenizer  # numpy + tiktoken only: safe in the web process
-
-        return load_tokenizer(full)
+        return toklib.load_imported(full)
     raise toklib.TokenizerError(f"unknown tokenizer kind {kind!r}")
 
 

@@ -106,6 +106,35 @@ def tokenizer_seed_defaults(*, shakespeare: Corpus | None) -> list[Tokenizer]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Byte-level BPEs imported with a model (the registry writes the files and asks for the row)
+
+
+def tokenizer_imported_create(*, name: str, model_name: str, path: str, owner=None) -> Tokenizer:
+    """A row for the tokenizer an imported model brought (its directory at `path` under ARTIFACTS_DIR, already
+    written by tokenizers.save_imported), so the playground offers it. Named after the model, made unique; built in
+    when the model has no owner (the seeded SmolLM2)."""
+    tok = toklib.load_imported(files.artifacts() / path)
+    return Tokenizer.objects.create(
+        name=_unique_name(name[:60]), kind=Tokenizer.Kind.IMPORTED, builtin=owner is None, owner=owner,
+        description=f"The byte-level BPE of {model_name}, imported with it.", n_vocab=tok.n_vocab,
+        n_merges=tok.n_merges, special_tokens=list(tok.special_tokens), status=JobStatus.SUCCEEDED, progress=1.0,
+        path=path, fingerprint=analysis.fingerprint(tok), finished=timezone.now())
+
+
+def tokenizer_imported_delete(*, tokenizer_id: int) -> None:
+    """Delete the row of an imported model's tokenizer, when the registry deletes the last model using it (its
+    files go with the model's folder)."""
+    Tokenizer.objects.filter(pk=tokenizer_id, kind=Tokenizer.Kind.IMPORTED).delete()
+
+
+def _unique_name(base: str) -> str:
+    name, n = base, 2
+    while Tokenizer.objects.filter(name=name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # BPE training (a job on the `infer` queue)
 
 

@@ -84,7 +84,7 @@ def test_trace_of_a_small_trained_gpt(shape):
 @pytest.mark.django_db
 def test_trace_of_smollm2_warm():
     from apps.registry.services import smollm2_gguf_path
-    from workers.gpt.importers import read_gguf
+    from workers.gpt.formats.gguf import read_gguf
 
     path = smollm2_gguf_path()
     if path is None:

@@ -87,7 +87,7 @@ def small_gpt_model(tmp_path):
     """A 10.7M-parameter GPT-2-style model with a 512-token BPE, into the registry as a user would bring it: our
     checkpoint exported to the Hugging Face layout, then imported."""
     from apps.registry.services import model_import_file
-    from workers.gpt.importers import export_hf
+    from workers.gpt.formats.hf import export_hf
     from workers.gpt.tokenizers import train_bpe
 
     text = open("data/corpora/shakespeare.txt", encoding="utf-8").read()[:200_000]
@@ -138,9 +138,9 @@ async def ws_generate(url, slug, prompt, n):
 def bare(row, prompt, n):
     """The same generation with generate() in this process on the same weights: (TTFT, tokens/s, ids)."""
     from apps.registry.selectors import model_tokenizer
-    from workers.inference import load_model_fast
+    from workers.gpt.checkpoint import load_model
 
-    model = load_model_fast(row.file)
+    model = load_model(row.file)
     ids = model_tokenizer(row).encode(prompt, allow_special=True)
     list(generate(model, ids, max_new_tokens=2, temperature=0))  # warm
     started = time.perf_counter()

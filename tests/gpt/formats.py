@@ -91,7 +91,7 @@ def _write_gguf(path: Path, state: dict, d: dict, tokenizer=None, *, qtype="F32"
 
     import gguf
 
-    from workers.gpt.importers import _permute_rope
+    from workers.gpt.formats.gguf import _permute_rope
 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(name)

@@ -96,7 +96,7 @@ def test_a_task_delivered_twice_computes_once(owner, ckpt):
 
 def test_checkpoints_share_the_infer_workers_warm_model_cache(owner, run, ckpt):
     from apps.explorer.selectors import source_resolve
-    from workers.inference import model_cache
+    from workers.model_cache import model_cache
 
     model_cache.clear()
     source = source_resolve(ref=ckpt)

@@ -8,13 +8,11 @@ A checkpoint directory holds any number of checkpoints, each two files:
 
 Both are written under temporary names, fsynced and renamed into place; the JSON goes last and is the commit mark:
 a checkpoint exists when its JSON does. A crash mid-save leaves at most a stray temporary file, never a checkpoint
-that loads half-written.
+that loads half-written. The format's names and the sidecar's fields are spelled once, in formats/llmlab.py.
 """
 
 import base64
 import json
-import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +22,12 @@ from safetensors.torch import save_file
 
 from .config import GPTConfig, TrainConfig
 from .fileio import atomic_write
-from .model import GPT
+from .formats.llmlab import (FORMAT, SIDECAR_NAME, VERSION, checkpoint_path, is_sidecar, make_sidecar, sidecar_path,
+                             tensor_metadata, write_sidecar)
+from .model import GPT, rope_cache
 
-FORMAT = "llmlab-gpt-checkpoint"
-VERSION = 1
-NAME = re.compile(r"^ckpt-(\d+)\.json$")
+__all__ = ["FORMAT", "VERSION", "Checkpoint", "checkpoint_path", "save_checkpoint", "save_train_state",
+           "load_checkpoint", "load_model", "list_checkpoints", "rotate_checkpoints"]
 
 
 @dataclass
@@ -53,10 +52,6 @@ class Checkpoint:
         return model.to(device)
 
 
-def checkpoint_path(directory, step: int) -> Path:
-    return Path(directory) / f"ckpt-{step:06d}.safetensors"
-
-
 def save_checkpoint(directory, *, model: GPT, step: int, optimizer: torch.optim.Optimizer | None = None,
                     train_cfg: TrainConfig | None = None, tokenizer=None, losses: dict | None = None,
                     data_position=None, rng_state: dict[str, bytes] | None = None, extra: dict | None = None) -> Path:
@@ -68,27 +63,20 @@ def save_checkpoint(directory, *, model: GPT, step: int, optimizer: torch.optim.
 
     state = model.state_dict()
     tensors, aliases = _dedupe({f"model.{k}": v for k, v in state.items()})
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "step": step,
-        "created_at": time.time(),
-        "model_config": model.config.to_dict(),
-        "train_config": train_cfg.to_dict() if train_cfg is not None else None,
-        "tokenizer": tokenizer,
-        "losses": losses or {},
-        "data_position": data_position,
-        "rng_state": {k: base64.b64encode(v).decode("ascii") for k, v in (rng_state or {}).items()},
-        "aliases": aliases,  # tied weights are stored once: {"model.lm_head.weight": "model.transformer.wte.weight"}
-        "optimizer": None,
-        "extra": extra or {},
-    }
+    optimizer_meta = None
     if optimizer is not None:
-        opt_tensors, meta["optimizer"] = _flatten_optimizer(optimizer.state_dict())
+        opt_tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
+    meta = make_sidecar(
+        step=step, model_config=model.config.to_dict(),
+        train_config=train_cfg.to_dict() if train_cfg is not None else None, tokenizer=tokenizer, losses=losses,
+        data_position=data_position,
+        rng_state={k: base64.b64encode(v).decode("ascii") for k, v in (rng_state or {}).items()},
+        aliases=aliases,  # tied weights are stored once: {"model.lm_head.weight": "model.transformer.wte.weight"}
+        optimizer=optimizer_meta, extra=extra)
 
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)}))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=tensor_metadata(step)))
+    write_sidecar(path, meta)
     return path
 
 
@@ -112,13 +100,13 @@ def load_checkpoint(path, device="cpu", *, with_optimizer: bool = True) -> Check
             raise FileNotFoundError(f"no checkpoint in {path}: a checkpoint is a ckpt-NNNNNN.json + .safetensors pair")
         path = found[-1]
     path = path.with_suffix(".safetensors")
-    sidecar = path.with_suffix(".json")
+    sidecar = sidecar_path(path)
     if not path.exists() and not sidecar.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not sidecar.exists():
         raise FileNotFoundError(f"{sidecar} is missing: {path.name} was never completely saved, use an earlier one")
     meta = json.loads(sidecar.read_text())
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    if not is_sidecar(meta):
         raise ValueError(f"{sidecar} is not a version {VERSION} {FORMAT} sidecar")
 
     model_state, opt_tensors = {}, {}
@@ -152,8 +140,22 @@ def load_checkpoint(path, device="cpu", *, with_optimizer: bool = True) -> Check
 
 
 def load_model(path, device="cpu") -> GPT:
-    """Just the model from a checkpoint, in eval mode: what inference needs."""
-    return load_checkpoint(path, device, with_optimizer=False).build_model(device).eval()
+    """Just the model from a checkpoint, in eval mode: what inference needs.
+
+    Without the random initialisation that GPT(cfg) does: the model is built on the meta device and adopts the
+    checkpoint's tensors (for SmolLM2 this skips initialising 134M parameters only to overwrite them)."""
+    ckpt = load_checkpoint(path, device, with_optimizer=False)
+    cfg = ckpt.model_cfg
+    with torch.device("meta"):
+        model = GPT(cfg)
+    model.load_state_dict(ckpt.model_state, assign=True, strict=True)
+    if cfg.pos == "rope":  # non-persistent buffers: computed from the config, not stored
+        cos, sin = rope_cache(cfg)
+        model.register_buffer("rope_cos", cos.to(device), persistent=False)
+        model.register_buffer("rope_sin", sin.to(device), persistent=False)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.transformer.wte.weight
+    return model.eval()
 
 
 def list_checkpoints(directory) -> list[Path]:
@@ -161,7 +163,7 @@ def list_checkpoints(directory) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    steps = sorted(int(m.group(1)) for p in directory.iterdir() if (m := NAME.match(p.name)))
+    steps = sorted(int(m.group(1)) for p in directory.iterdir() if (m := SIDECAR_NAME.match(p.name)))
     return [checkpoint_path(directory, s) for s in steps]
 
 
@@ -177,7 +179,7 @@ def rotate_checkpoints(directory, keep_last: int, best_by_val: bool = True) -> l
     removed = []
     for p in found:
         if p not in keep:
-            p.with_suffix(".json").unlink()  # the sidecar first: from here on the checkpoint no longer exists
+            sidecar_path(p).unlink()  # the sidecar first: from here on the checkpoint no longer exists
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
@@ -189,7 +191,7 @@ def rotate_checkpoints(directory, keep_last: int, best_by_val: bool = True) -> l
 
 def _val_loss(path: Path) -> float | None:
     try:
-        val = json.loads(path.with_suffix(".json").read_text())["losses"].get("val")
+        val = json.loads(sidecar_path(path).read_text())["losses"].get("val")
     except (OSError, ValueError, KeyError):
         return None
     return float(val) if val is not None else None

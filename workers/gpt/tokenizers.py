@@ -1,12 +1,18 @@
 """
-Tokenizers for LLM Lab: OpenAI's tiktoken encodings (loaded offline), a character-level tokenizer, and byte-level BPE
-training whose result tiktoken can run.
+Tokenizers for LLM Lab: OpenAI's tiktoken encodings (loaded offline), a character-level tokenizer, byte-level BPE
+training whose result tiktoken can run, and the byte-level BPEs that come with imported models.
+
+Why one file of ~900 lines: these are the implementations of one small interface (`Tokenizer`) and share its
+private helpers (the .tiktoken format, the ranks directory, tiktoken's merge rule in Python); the web process, the
+worker and the importers all take them from here. Sections, in order: the .tiktoken format and tokenizer
+directories, built-in encodings, the interface, tiktoken-run BPE, character-level, BPE training, imported BPE.
 
 This module imports neither Django nor torch: the web process imports it for the tokenizer playground.
 
 Every tokenizer speaks one small interface (`Tokenizer`):
 
-    tok = get_builtin("gpt2")               # or CharTokenizer.from_text(text), train_bpe(text, 512), load_bpe(dir)
+    tok = get_builtin("gpt2")               # or CharTokenizer.from_text(text), train_bpe(text, 512), load_bpe(dir),
+                                            # load_imported(dir) (a model's own byte-level BPE)
     tok.encode("hello world")               # [31373, 995]; encode(text, allow_special=True) for <|endoftext|>
     tok.decode([31373, 995])                # "hello world"
     tok.segments("你好")                     # playground spans; a character split over tokens is one span
@@ -40,6 +46,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import regex
 import tiktoken
+
+from .fileio import atomic_write_bytes
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "tiktoken"
 
@@ -146,6 +154,37 @@ def read_ranks_file(path: str | Path, expected_sha256: str | None = None) -> tup
     return parse_ranks(raw, source=str(path)), raw
 
 
+# A tokenizer directory: the ranks in the .tiktoken format beside a JSON file with everything else. Both on-disk
+# tokenizer formats (a BPE trained here, a byte-level BPE imported with a model) are written and read by these two.
+
+
+def save_ranks_dir(directory: str | Path, *, mergeable_ranks: dict[bytes, int], ranks_file: str, meta_file: str,
+                   meta: dict) -> Path:
+    """Write the ranks file and the JSON (meta plus the ranks file's name and sha256) into directory, each atomically
+    and the JSON last: a directory whose JSON exists is complete."""
+    directory = Path(directory)
+    ranks_bytes = dump_ranks(mergeable_ranks)
+    meta = {**meta, "ranks_file": ranks_file, "ranks_sha256": hashlib.sha256(ranks_bytes).hexdigest()}
+    atomic_write_bytes(directory / ranks_file, ranks_bytes)
+    atomic_write_bytes(directory / meta_file, (json.dumps(meta, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
+    return directory
+
+
+def load_ranks_dir(directory: str | Path, *, meta_file: str, fmt: str, writer: str) -> tuple[dict, dict[bytes, int]]:
+    """(meta, mergeable_ranks) of what save_ranks_dir wrote, checking the format name, version 1 and the ranks file's
+    sha256; TokenizerDataError naming the file otherwise. writer names the function that writes this format."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / meta_file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerDataError(f"{directory / meta_file} is missing: is {directory} a directory written by "
+                                 f"{writer}?") from None
+    if meta.get("format") != fmt or meta.get("version") != 1:
+        raise TokenizerDataError(f"{directory / meta_file} is not a {fmt} version 1 file")
+    ranks, _ = read_ranks_file(directory / meta["ranks_file"], meta["ranks_sha256"])
+    return meta, ranks
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Built-in encodings
 
@@ -214,11 +253,6 @@ def _load_builtin_ranks(name: str, data_dir: Path) -> dict[bytes, int]:
     if len(ranks) != spec.n_mergeable:
         raise TokenizerDataError(f"{data_dir / spec.file} holds {len(ranks)} tokens, {name} needs {spec.n_mergeable}")
     return ranks
-
-
-def load_encoding(name: str, data_dir: str | Path | None = None) -> tiktoken.Encoding:
-    """The tiktoken.Encoding of a built-in encoding, built from the shipped files, never downloaded (cached)."""
-    return get_builtin(name, data_dir).encoding
 
 
 def get_builtin(name: str, data_dir: str | Path | None = None) -> TiktokenTokenizer:
@@ -554,6 +588,7 @@ class CharTokenizer(Tokenizer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Byte-level BPE: training, saving, loading
 
+BPE_FORMAT = "llmlab-bpe"
 BPE_RANKS_FILE = "bpe.tiktoken"
 BPE_META_FILE = "bpe.json"
 
@@ -731,34 +766,21 @@ def train_bpe(text: str, vocab_size: int, pattern: str = "gpt4", special_tokens:
 
 def save_bpe(tokenizer: BPETokenizer, directory: str | Path) -> Path:
     """Write bpe.tiktoken (the ranks, in tiktoken's file format) and bpe.json (everything else) into directory."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    ranks_bytes = dump_ranks(tokenizer.mergeable_ranks)
     meta = {
-        "format": "llmlab-bpe", "version": 1, "kind": "bpe", "name": tokenizer.name,
+        "format": BPE_FORMAT, "version": 1, "kind": "bpe", "name": tokenizer.name,
         "pattern": tokenizer.pattern, "pat_str": tokenizer.pat_str,
         "special_tokens": tokenizer.special_tokens,  # text -> id
         "vocab_size": tokenizer.vocab_size, "n_vocab": tokenizer.n_vocab,
-        "ranks_file": BPE_RANKS_FILE, "ranks_sha256": hashlib.sha256(ranks_bytes).hexdigest(),
         "merges": [list(p) for p in tokenizer.merge_pairs],  # [left id, right id], merge k makes id 256 + k
         "merge_counts": tokenizer.merge_counts,  # how often the pair occurred in the training text when merged
     }
-    (directory / BPE_RANKS_FILE).write_bytes(ranks_bytes)
-    (directory / BPE_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    return directory
+    return save_ranks_dir(directory, mergeable_ranks=tokenizer.mergeable_ranks, ranks_file=BPE_RANKS_FILE,
+                          meta_file=BPE_META_FILE, meta=meta)
 
 
 def load_bpe(directory: str | Path) -> BPETokenizer:
     """Load what save_bpe wrote, checking the ranks file against its recorded sha256 and the merges against it."""
-    directory = Path(directory)
-    try:
-        meta = json.loads((directory / BPE_META_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TokenizerDataError(f"{directory / BPE_META_FILE} is missing: is {directory} a directory written by "
-                                 f"save_bpe?") from None
-    if meta.get("format") != "llmlab-bpe" or meta.get("version") != 1:
-        raise TokenizerDataError(f"{directory / BPE_META_FILE} is not an llmlab-bpe version 1 file")
-    ranks, _ = read_ranks_file(directory / meta["ranks_file"], meta["ranks_sha256"])
+    meta, ranks = load_ranks_dir(directory, meta_file=BPE_META_FILE, fmt=BPE_FORMAT, writer="save_bpe")
     specials = sorted(meta["special_tokens"].items(), key=lambda item: item[1])
     tokenizer = BPETokenizer(name=meta["name"], pattern=meta["pattern"], pat_str=meta["pat_str"],
                              merges=[tuple(p) for p in meta["merges"]], merge_counts=meta["merge_counts"],
@@ -766,3 +788,157 @@ def load_bpe(directory: str | Path) -> BPETokenizer:
     if tokenizer.mergeable_ranks != ranks or tokenizer.special_tokens != meta["special_tokens"]:
         raise TokenizerDataError(f"{directory}: the merges in {BPE_META_FILE} do not produce {meta['ranks_file']}")
     return tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Byte-level BPEs imported with a model (GPT-2's byte-to-unicode alphabet, as GGUF "gpt2" vocabularies and Hugging
+# Face tokenizer.json files spell their tokens). workers/gpt/formats/ reads and writes those files; this is the
+# tokenizer they produce, and its own directory format (tokenizer.tiktoken + tokenizer.json).
+
+IMPORTED_FORMAT = "llmlab-bytelevel-bpe"
+IMPORTED_RANKS_FILE = "tokenizer.tiktoken"
+IMPORTED_META_FILE = "tokenizer.json"
+
+# The pre-tokenization split of each known tokenizer, as one regex tiktoken can run.
+GPT2_HF_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# SmolLM's tokenizer.json splits in two steps: Digits(individual_digits) and then ByteLevel's GPT-2 regex inside each
+# piece. As one regex: a digit stands alone, and whitespace right before a digit ends its piece the way the end of
+# the text does (so "  1" splits as "  ", "1" and not " ", " ", "1").
+SMOLLM_PAT = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
+LLAMA3_PAT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+              r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 bytes to printable characters (openai/gpt-2 encoder.py)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+_BYTE_TO_CHAR = bytes_to_unicode()
+_CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
+
+
+def unicode_to_bytes(token: str) -> bytes:
+    try:
+        return bytes(_CHAR_TO_BYTE[c] for c in token)
+    except KeyError as e:
+        raise TokenizerDataError(f"token {token!r} is not in the byte-level alphabet (character {e.args[0]!r}): "
+                                 f"this is not a byte-level BPE vocabulary") from None
+
+
+def bytes_to_token_str(data: bytes) -> str:
+    return "".join(_BYTE_TO_CHAR[b] for b in data)
+
+
+class ImportedTokenizer(TiktokenTokenizer):
+    """A byte-level BPE brought in with a model (from GGUF metadata or a tokenizer.json), run by tiktoken.
+
+    Ids are the model's: the rank of a token is its id, which for these vocabularies is also its merge order (checked
+    on construction: tiktoken merges by rank, so a vocabulary whose ids are not in merge order would tokenize
+    differently and is refused). Single bytes the vocabulary lacks get ranks from n_vocab up; encode() drops them,
+    since the model has no embedding row for them.
+    """
+
+    kind = "imported"
+
+    def __init__(self, *, name: str, pat_str: str, tokens: list[bytes | None], special_tokens: dict[str, int],
+                 merges: list[tuple[bytes, bytes]] | None = None, chat_template: str | None = None,
+                 bos_id: int | None = None, eos_id: int | None = None):
+        n_vocab = len(tokens)
+        ranks: dict[bytes, int] = {}
+        for i, token in enumerate(tokens):
+            if token is None:
+                continue
+            if token in ranks:
+                raise TokenizerDataError(f"tokens {ranks[token]} and {i} are the same bytes {token!r}: tiktoken "
+                                         f"cannot run a vocabulary with duplicates")
+            ranks[token] = i
+        missing = [bytes([b]) for b in range(256) if bytes([b]) not in ranks]
+        for j, b in enumerate(missing):
+            ranks[b] = n_vocab + j
+        if merges is not None:
+            _check_merge_order(ranks, merges)
+        super().__init__(name=name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=special_tokens)
+        self.n_vocab = n_vocab  # the model's vocabulary; the missing bytes' ranks lie past it and are never returned
+        self.missing_bytes = [b[0] for b in missing]
+        self.chat_template = chat_template
+        self.bos_id, self.eos_id = bos_id, eos_id
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        ids = super().encode(text, allow_special)
+        if self.missing_bytes:
+            ids = [i for i in ids if i < self.n_vocab]
+        return ids
+
+    def describe(self) -> dict:
+        return {**super().describe(), "n_vocab": self.n_vocab, "missing_bytes": self.missing_bytes,
+                "chat_template": self.chat_template, "bos_id": self.bos_id, "eos_id": self.eos_id}
+
+
+def _check_merge_order(ranks: dict[bytes, int], merges: list[tuple[bytes, bytes]]) -> None:
+    """tiktoken applies merges in rank order; the file's merges must make tokens in increasing id order."""
+    last = -1
+    for k, (a, b) in enumerate(merges):
+        rank = ranks.get(a + b)
+        if rank is None:
+            raise TokenizerDataError(f"merge {k} ({a!r} + {b!r}) makes a token that is not in the vocabulary")
+        if rank <= last:
+            raise TokenizerDataError(f"merge {k} makes token {rank}, but an earlier merge made token {last}: this "
+                                     f"vocabulary's ids are not in merge order, which tiktoken needs")
+        last = rank
+
+
+def save_imported(tokenizer: ImportedTokenizer, directory: str | Path) -> Path:
+    """Write tokenizer.tiktoken (ranks, tiktoken's file format) and tokenizer.json (the rest) into directory."""
+    meta = {
+        "format": IMPORTED_FORMAT, "version": 1, "kind": tokenizer.kind, "name": tokenizer.name,
+        "pat_str": tokenizer.pat_str, "special_tokens": tokenizer.special_tokens, "n_vocab": tokenizer.n_vocab,
+        "chat_template": tokenizer.chat_template, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
+    }
+    return save_ranks_dir(directory, mergeable_ranks=tokenizer.mergeable_ranks, ranks_file=IMPORTED_RANKS_FILE,
+                          meta_file=IMPORTED_META_FILE, meta=meta)
+
+
+def load_imported(directory: str | Path) -> ImportedTokenizer:
+    """Load what save_imported wrote, checking the ranks file against its recorded sha256."""
+    meta, ranks = load_ranks_dir(directory, meta_file=IMPORTED_META_FILE, fmt=IMPORTED_FORMAT,
+                                 writer="save_imported")
+    n_vocab = meta["n_vocab"]
+    tokens: list[bytes | None] = [None] * n_vocab
+    for token, rank in ranks.items():
+        if rank < n_vocab:
+            tokens[rank] = token
+    return ImportedTokenizer(name=meta["name"], pat_str=meta["pat_str"], tokens=tokens,
+                             special_tokens=meta["special_tokens"], chat_template=meta["chat_template"],
+                             bos_id=meta["bos_id"], eos_id=meta["eos_id"])
+
+
+def tokenizer_from_vocab(*, name: str, pat_str: str, vocab: list[str], special: set[int],
+                         merges: list[str] | list[list[str]] | None, chat_template: str | None = None,
+                         bos_id: int | None = None, eos_id: int | None = None) -> ImportedTokenizer:
+    """An ImportedTokenizer from a byte-level vocabulary: token strings by id (GPT-2's byte alphabet), the ids that
+    are special (control) tokens, and the merges as "a b" strings or [a, b] pairs."""
+    tokens: list[bytes | None] = []
+    specials: dict[str, int] = {}
+    for i, token in enumerate(vocab):
+        if i in special:
+            specials[token] = i
+            tokens.append(None)
+        else:
+            tokens.append(unicode_to_bytes(token))
+    pairs = None
+    if merges is not None:
+        pairs = []
+        for m in merges:
+            a, b = m.split(" ", 1) if isinstance(m, str) else m
+            pairs.append((unicode_to_bytes(a), unicode_to_bytes(b)))
+    return ImportedTokenizer(name=name, pat_str=pat_str, tokens=tokens, special_tokens=specials, merges=pairs,
+                             chat_template=chat_template, bos_id=bos_id, eos_id=eos_id)
+

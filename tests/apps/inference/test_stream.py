@@ -14,6 +14,7 @@ from tests.apps.registry.factories import make_model
 from tests.apps.registry.test_registry import ada, run_checkpoint  # noqa: F401  (fixtures)
 from tests.conftest import run_async
 from workers import inference
+from workers.model_cache import ModelCache, model_spec
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
 
@@ -70,7 +71,7 @@ def streamed_tokens(events):
 def reference_ids(model_row, prompt_ids, **sampling):
     from workers.gpt.generate import generate
 
-    loaded, _ = inference.model_cache.get(model_row)
+    loaded, _ = inference.model_cache.get(model_spec(model_row))
     return [t.id for t in generate(loaded.model, prompt_ids, stop_ids=model_row.stop_ids, **sampling)]
 
 
@@ -84,7 +85,7 @@ def test_a_greedy_chat_streams_the_librarys_own_tokens_and_ends_with_a_final_eve
     records = streamed_tokens(events)
     assert final["n_tokens"] == len(records) == gen.n_tokens and gen.tokens == records
     assert final["stop_reason"] in ("eos", "length") and gen.stop_reason == final["stop_reason"]
-    loaded, warm = inference.model_cache.get(tiny)
+    loaded, warm = inference.model_cache.get(model_spec(tiny))
     assert warm
     prompt = inference._prompt_ids(gen, loaded.tokenizer)
     assert events[1]["prompt_tokens"] == len(prompt) == gen.prompt_tokens
@@ -174,7 +175,7 @@ def test_a_branch_keeps_the_parents_tokens_then_the_alternative_picked(tiny):
     assert [r["id"] for r in records[:index]] == [r["id"] for r in parent.tokens[:index]]
     assert records[index]["id"] == alternative[0] and records[index]["forced"]
     assert child.tokens == records and child.parent == parent and len(records) <= 12
-    loaded, _ = inference.model_cache.get(tiny)
+    loaded, _ = inference.model_cache.get(model_spec(tiny))
     context = inference._prompt_ids(child, loaded.tokenizer) + [r["id"] for r in records[: index + 1]]
     continuation = reference_ids(tiny, context, max_new_tokens=12 - index - 1, temperature=0)
     assert [r["id"] for r in records[index + 1:]] == continuation
@@ -194,7 +195,8 @@ def test_a_branch_must_pick_a_shown_alternative(tiny):
 def test_the_cache_keeps_models_warm_and_evicts_the_least_recently_used(tmp_path):
     a = make_model(tmp_path, name="A")
     b = make_model(tmp_path, name="B")
-    cache = inference.ModelCache(max_bytes=10**9)
+    a, b = model_spec(a), model_spec(b)
+    cache = ModelCache(max_bytes=10**9)
     first, warm = cache.get(a)
     assert not warm and cache.get(a) == (first, True)
     cache.max_bytes = first.nbytes + 1  # room for one model only

@@ -12,7 +12,7 @@ from apps.registry import files, selectors, services
 from apps.registry.models import Model, ModelImport
 from tests.apps.registry.factories import make_model, tiny_gguf
 from workers.gpt.config import GPTConfig, param_count
-from workers.gpt.importers import ImportRefused
+from workers.gpt.formats import ImportRefused
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--publish", action="store_true", help="make it available to everyone at once")
 
     def handle(self, *args, path, name, publish, **options):
-        from workers.gpt.importers import ImportRefused
+        from workers.gpt.formats import ImportRefused
 
         source = Path(path).expanduser()
         name = name or source.stem
