@@ -14,7 +14,8 @@ from django.conf import settings
 
 from apps.system import realtime
 from tests.conftest import run_async, wait_for
-from workers.tasks import device_probe
+from tests.data_fixtures import tiny_corpus, user  # noqa: F401  (fixtures)
+from workers.gpt import tokenizers as toklib
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
 
@@ -24,12 +25,21 @@ def _recorded(name):
     return json.loads(raw) if raw else None
 
 
-def test_a_real_worker_runs_a_task_from_the_infer_queue(processes):
-    processes.worker("infer", "infer@test")
-    result = device_probe.delay().get(timeout=60)
-    assert result["kind"] in {"cpu", "cuda", "mps"}
-    assert result["torch"].startswith("2.")
-    assert result["cores"] >= 1
+def test_a_real_worker_runs_a_task_from_the_infer_queue(processes, tiny_corpus, user):
+    from apps.tokenization.models import Tokenizer
+    from apps.tokenization.selectors import tokenizer_runtime
+    from apps.tokenization.services import tokenizer_train_create
+
+    proc = processes.worker("infer", "infer@test")
+    row = tokenizer_train_create(user=user, corpus=tiny_corpus, name="worker-bpe", vocab_size=280, pattern="gpt4",
+                                 special_tokens=[toklib.ENDOFTEXT])  # queued on commit: the test runs in autocommit
+    done = ("succeeded", "failed", "cancelled")
+    wait_for(lambda: Tokenizer.objects.filter(pk=row.pk, status__in=done).exists(), timeout=60,
+             what="the worker to train the tokenizer", proc=proc)
+    row.refresh_from_db()
+    assert row.status == "succeeded", row.error
+    reference = toklib.train_bpe(tiny_corpus.file.read_text(encoding="utf-8"), 280, "gpt4", name="worker-bpe")
+    assert tokenizer_runtime(tokenizer=row).merges() == reference.merges()
 
 
 def test_a_worker_announces_its_queues_and_device(processes):

@@ -13,14 +13,6 @@ from workers import recovery  # noqa: F401  (train workers re-queue runs whose w
 TRAIN_TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
 
 
-@shared_task
-def device_probe() -> dict:
-    """Describe the device of the worker that runs this (used by the System page's tests and estimates)."""
-    from workers.devices import describe_device
-
-    return describe_device()
-
-
 # Data and tokenizers (queue `infer`: the names do not start with run_). Each returns the job's final status; the
 # glue records failures on the row, where the page shows them.
 

@@ -1,7 +1,6 @@
 import json
 import secrets
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from apps.system import realtime
@@ -27,7 +26,3 @@ def admin_ensure(*, username: str = "admin") -> str | None:
     password = secrets.token_urlsafe(12)
     User.objects.create_superuser(username=username, email="", password=password)
     return password
-
-
-def heartbeat_settings() -> dict:
-    return {"interval": settings.WORKER_HEARTBEAT_SECONDS, "gone_after": settings.WORKER_GONE_SECONDS}
