@@ -22,6 +22,7 @@ from django.utils.text import slugify
 from apps.registry import files
 from apps.registry.models import Model, ModelImport, model_dir
 from workers.gpt.config import GPTConfig, param_count
+from workers.gpt.formats.llmlab import sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
     if not run_may_view(run=run, user=user):
         raise PermissionDenied("Only the run's owner or staff may promote its checkpoints.")
     src = checkpoint.file
-    if not src.exists() or not src.with_suffix(".json").exists():
+    if not src.exists() or not sidecar_path(src).exists():
         raise RegistryError(f"The checkpoint at step {checkpoint.step} is no longer on disk (rotated away?): promote "
                             f"a newer one.", status=409)
     name = model_check_name(name) if name.strip() else _unique_name(f"{run.name} · step {checkpoint.step}")
@@ -269,10 +270,10 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
     try:
         weights = tmp / src.name
         files.copy_tensors(src, weights, keep=lambda key: key.startswith("model."))
-        sidecar = json.loads(src.with_suffix(".json").read_text())
+        sidecar = json.loads(sidecar_path(src).read_text())
         sidecar.update(optimizer=None, rng_state={}, extra={**sidecar.get("extra", {}), "promoted_from": {
             "run": run.pk, "run_name": run.name, "step": checkpoint.step}})
-        files.write_json(weights.with_suffix(".json"), sidecar)
+        files.write_json(sidecar_path(weights), sidecar)
     except files.WeightsFileError as e:
         files.remove(tmp)
         raise RegistryError(f"The checkpoint file cannot be read: {e}", status=409) from None

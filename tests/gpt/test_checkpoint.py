@@ -119,6 +119,9 @@ def test_load_model_gives_the_same_logits_without_optimizer_state(tmp_path, cfg)
     assert load_checkpoint(path, with_optimizer=False).optimizer_state is None
     loaded = load_model(path)
     assert not loaded.training
+    # built on the meta device and given the stored tensors: nothing may be left behind there, ties stay ties
+    assert all(t.device.type == "cpu" for t in [*loaded.parameters(), *loaded.buffers()])
+    assert (loaded.lm_head.weight is loaded.transformer.wte.weight) == cfg.tie_embeddings
     idx = torch.randint(cfg.vocab_size, (1, cfg.block_size))
     torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
 

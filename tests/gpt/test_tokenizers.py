@@ -396,6 +396,23 @@ def test_loading_a_tampered_bpe_fails_clearly(trained, tmp_path):
         tk.load_bpe(tmp_path / "nowhere")
 
 
+def test_a_save_that_fails_midway_leaves_the_previous_tokenizer_loadable(trained, tmp_path, monkeypatch):
+    trained.save(tmp_path)
+    smaller = tk.train_bpe("hello hello world", 260, name="smaller")
+    real_write_bytes = Path.write_bytes
+
+    def disk_full(self, data):
+        real_write_bytes(self, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        tk.save_bpe(smaller, tmp_path)
+    monkeypatch.undo()
+    assert tk.load_bpe(tmp_path).mergeable_ranks == trained.mergeable_ranks
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bpe.json", "bpe.tiktoken"], "no temporary file is left"
+
+
 @pytest.mark.parametrize("vocab_size", [255, 256, 65537, "512", True, 300.0])
 def test_vocab_size_out_of_bounds_is_refused(vocab_size):
     with pytest.raises(tk.TokenizerError, match="vocab_size"):

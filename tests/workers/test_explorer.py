@@ -109,8 +109,11 @@ def test_checkpoints_share_the_infer_workers_warm_model_cache(owner, run, ckpt):
 def test_a_registry_model_is_traced_through_the_same_cache(owner, run):
     from tests.apps.explorer.factories import registry_model
 
+    from workers.model_cache import model_cache, model_spec
+
     model = registry_model(checkpoint=run[1][-1], tokenizer=run[0].tokenizer)
     trace = _queued(f"model:{model.pk}", "ROMEO: hi", owner)
     assert glue.trace_compute(trace_id=trace.pk) == Trace.Status.READY
+    assert model_cache.has(model_spec(model)), "the model is now warm for generation too"
     header, _ = unpack(Trace.objects.get(pk=trace.pk).file.read_bytes())
     assert header["kind"] == "model" and header["label"] == "tiny-published" and header["n_tokens"] == 9
