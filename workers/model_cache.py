@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadSpec:
+    """What to load: the cache keys on (path, version, tokenizer); the label only names it in logs and errors."""
     path: str  # the checkpoint's .safetensors file
     version: str  # changes whenever the weights do: replaced weights are never served stale
     tokenizer: dict = field(default_factory=dict, compare=False)  # {"kind", "name", "path", "fingerprint"}
