@@ -15,15 +15,25 @@ wrong words are drawn from the last words of other held-out lines of similar len
 word length alone gives nothing away.
 """
 
+import importlib.util
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "conversations"))
-from build import VAL_FRACTION, speeches  # noqa: E402  (the same corpus reader)
+
+
+def _conversations_build():
+    """data/conversations/build.py, for its corpus reader and held-out rule (loaded by path: it is not a package)."""
+    spec = importlib.util.spec_from_file_location("conversations_build", HERE.parent / "conversations" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_cb = _conversations_build()
+VAL_FRACTION, speeches = _cb.VAL_FRACTION, _cb.speeches
 
 SEED = 1337
 N_PROBLEMS = 500
