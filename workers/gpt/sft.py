@@ -124,6 +124,9 @@ class ConversationBatches:
                 continue
             out, cropped, dropped = [], 0, 0
             for i, messages in enumerate(convs):
+                if not any(m["role"] == "assistant" for m in messages):
+                    raise ValueError(f"{split} conversation {i} has no assistant message: there is nothing to train "
+                                     f"on; validate the data with conversations.parse_jsonl")
                 try:
                     r = render_conversation(messages, tokenizer, template, end_of_turn, bos_token=bos_token,
                                             eos_token=eos_token)
