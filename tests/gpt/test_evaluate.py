@@ -3,6 +3,7 @@ computations, multiple choice and generate-then-check on a tiny model trained on
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -94,6 +95,7 @@ def test_token_loss_is_the_mean_cross_entropy_over_every_token(tok):
             total += F.cross_entropy(model(x)[0][0], y[0], reduction="sum").item()
     assert out["loss"] == pytest.approx(total / (data.numel() - 1), rel=1e-5)
     assert out["perplexity"] == pytest.approx(math.exp(out["loss"]))
+    assert token_loss(model, data.numpy().astype(np.uint16), max_tokens=17) == token_loss(model, data[:17])
 
 
 def test_loglikelihood_equals_a_hand_computation(tok):

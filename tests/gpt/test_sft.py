@@ -227,6 +227,8 @@ def test_lora_merged_logits_equal_the_adapted_model(style):
     with torch.no_grad():
         adapted = model(x)[0]
         merged_model = merge_lora(model)
+        assert not hasattr(merged_model, "peft_config")
+        assert not any("lora" in n for n in merged_model.state_dict())
         merged = merged_model(x)[0]
         plain = GPT(cfg)
         plain.load_state_dict(merged_model.state_dict())  # exactly GPT's parameter names again

@@ -237,6 +237,8 @@ def merge_lora(model: GPT) -> GPT:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, module.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config  # what inject_adapter_in_model attached; the merged model is a plain GPT again
     for p in model.parameters():
         p.requires_grad_(True)
     return model
