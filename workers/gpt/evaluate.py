@@ -62,7 +62,10 @@ def token_loss(model: GPT, tokens, *, batch_size: int = 8, max_tokens: int | Non
     perplexity. The array is cut into consecutive windows of block_size + 1 tokens overlapping by one, so every
     token after the first is predicted exactly once (with less context at the start of each window than a sliding
     evaluation would give; it is the number nanoGPT's eval reports on average). max_tokens scores only the start."""
-    data = torch.from_numpy(np.array(tokens[:max_tokens or None], dtype=np.int64))  # a copy: memmaps are read-only
+    if isinstance(tokens, torch.Tensor):
+        data = tokens[:max_tokens or None].to(torch.long).cpu()
+    else:
+        data = torch.from_numpy(np.array(tokens[:max_tokens or None], dtype=np.int64))  # a copy: memmaps are read-only
     T = model.config.block_size
     if data.numel() < 2:
         raise ValueError(f"need at least 2 tokens to score a prediction, got {data.numel()}")
