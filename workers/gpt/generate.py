@@ -156,8 +156,9 @@ def base_gpt(model) -> GPT:
 
 
 def forward_rows(model, idx: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
-                 kv_cache: KVCache | None = None) -> torch.Tensor:
-    """Logits (B, T, vocab_size) of a padded batch. idx (B, T) token ids; positions (B, T) each token's position in
+                 kv_cache: KVCache | None = None, last: int | None = None) -> torch.Tensor:
+    """Logits (B, T, vocab_size) of a padded batch, or of its last `last` columns only (TRL's logits_to_keep: the
+    output head over SmolLM2's 49152 tokens is the largest tensor of a training forward). idx (B, T) token ids; positions (B, T) each token's position in
     its own row; key_valid (B, Tk) bool, True for real tokens, over all Tk = kv_cache.pos + T keys (just T without a
     cache). A query attends to the real keys at or before its column, and always to itself, so a pad row stays
     finite; what pads compute is never read."""
@@ -185,7 +186,9 @@ def forward_rows(model, idx: torch.Tensor, positions: torch.Tensor, key_valid: t
         x = x + block.mlp(block.ln_2(x))
     if kv_cache is not None:
         kv_cache.pos += T
-    return gpt.lm_head(gpt.transformer.ln_f(x))  # (B, T, vocab_size)
+    if last is not None:
+        x = x[:, -last:]  # (B, last, C)
+    return gpt.lm_head(gpt.transformer.ln_f(x))  # (B, T or last, vocab_size)
 
 
 def _masked_attention(attn, x, rope, mask, kv_cache, layer):
