@@ -251,3 +251,15 @@ def test_a_config_that_splits_groups_across_micro_batches_is_refused():
         GRPOConfig(prompts_per_step=3, grad_accum=2).validate()
     with pytest.raises(ConfigError, match="greedy decoding gives G identical"):
         GRPOConfig(temperature=0).validate()
+
+
+def test_num_iterations_makes_that_many_updates_per_batch_of_samples():
+    model = GPT(GPTConfig(**TINY))
+    cfg = GRPOConfig(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=3, num_iterations=3,
+                     learning_rate=1e-2, flat_steps=0)
+    rewards = iter(range(10**6))  # always different rewards: every group has something to learn
+    state = grpo(model, SEVEN, cfg, encode_prompt=encode, decode=decode,
+                 reward_fn=lambda p, text: CheckResult(float(next(rewards) % 3), False, None, False, ""))
+    adam_steps = {int(s["step"]) for s in state.optimizer.state.values()}
+    assert adam_steps == {2 * 3}  # num_iterations optimizer steps per sampling step
+    assert all(math.isfinite(r["loss"]) for r in state.history)

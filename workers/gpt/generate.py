@@ -158,10 +158,11 @@ def base_gpt(model) -> GPT:
 def forward_rows(model, idx: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
                  kv_cache: KVCache | None = None, last: int | None = None) -> torch.Tensor:
     """Logits (B, T, vocab_size) of a padded batch, or of its last `last` columns only (TRL's logits_to_keep: the
-    output head over SmolLM2's 49152 tokens is the largest tensor of a training forward). idx (B, T) token ids; positions (B, T) each token's position in
-    its own row; key_valid (B, Tk) bool, True for real tokens, over all Tk = kv_cache.pos + T keys (just T without a
-    cache). A query attends to the real keys at or before its column, and always to itself, so a pad row stays
-    finite; what pads compute is never read."""
+    output head over SmolLM2's 49152 tokens is the largest tensor of a training forward).
+
+    idx (B, T) token ids; positions (B, T) each token's position in its own row; key_valid (B, Tk) bool, True for
+    real tokens, over all Tk = kv_cache.pos + T keys (just T without a cache). A query attends to the real keys at or
+    before its column, and always to itself, so a pad row stays finite; what pads compute is never read."""
     gpt = base_gpt(model)
     cfg = gpt.config
     B, T = idx.size()
