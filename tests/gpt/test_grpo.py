@@ -263,3 +263,21 @@ def test_num_iterations_makes_that_many_updates_per_batch_of_samples():
     adam_steps = {int(s["step"]) for s in state.optimizer.state.values()}
     assert adam_steps == {2 * 3}  # num_iterations optimizer steps per sampling step
     assert all(math.isfinite(r["loss"]) for r in state.history)
+
+
+def test_should_stop_ends_the_run_before_the_next_step():
+    calls = []
+    state = grpo(GPT(GPTConfig(**TINY)), SEVEN, GRPOConfig(steps=10, prompts_per_step=1, group_size=2,
+                                                           max_new_tokens=1, flat_steps=0),
+                 encode_prompt=encode, decode=decode, should_stop=lambda: len(calls) >= 2, on_step=calls.append)
+    assert state.stopped and state.step == 2 and state.stop_reason is None
+
+
+def test_a_config_round_trips_and_names_an_unknown_setting():
+    cfg = GRPOConfig(group_size=4, beta=0.04, loss_type="dr_grpo", scale_rewards=False)
+    assert GRPOConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown GRPO setting 'kl'") as e:
+        GRPOConfig.from_dict({"kl": 0.1})
+    assert e.value.field == "kl"
+    with pytest.raises(ConfigError, match="loss_type"):
+        GRPOConfig(loss_type="ppo").validate()
