@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.core.cache import cache
+from django.db.models import Count, Max, Sum
 
 from apps.arena import rating
 from apps.arena.models import Battle, Vote
@@ -80,10 +81,10 @@ def _outcomes() -> list[tuple[str, str, str]]:
 
 def leaderboard() -> dict:
     """Ratings with 95 % intervals, battle and vote counts, the win-rate matrix; computed from all votes and
-    cached under the vote count and the newest vote (a new or removed vote changes the key)."""
-    newest = Vote.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    count = Vote.objects.count()
-    key = f"arena:leaderboard:{count}:{newest}"
+    cached under the vote count, the newest vote and the sum of the vote ids (a new or removed vote changes it)."""
+    stamp = Vote.objects.aggregate(n=Count("pk"), newest=Max("pk"), total=Sum("pk"))
+    count = stamp["n"]
+    key = f"arena:leaderboard:{count}:{stamp['newest'] or 0}:{stamp['total'] or 0}"
     board = cache.get(key)
     if board is None:
         outcomes = _outcomes()
