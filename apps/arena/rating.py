@@ -23,6 +23,7 @@ SCALE = 400 / math.log(10)  # Elo points per unit of log-odds
 ANCHOR = 1000.0  # the mean rating
 RIDGE = 0.1
 BOOTSTRAP_ROUNDS = 200
+PROVISIONAL_BATTLES = 10  # below this many battles a model's interval is shown as provisional
 
 A, B, TIE = "a", "b", "tie"  # the outcomes of one battle: model_a won, model_b won, neither
 
@@ -37,9 +38,14 @@ class Rating:
     wins: int
     ties: int
 
+    @property
+    def provisional(self) -> bool:
+        """Too few battles for the bootstrap to mean much (one vote resamples to itself: a zero-width interval)."""
+        return self.battles < PROVISIONAL_BATTLES
+
     def to_dict(self) -> dict:
         return {"model": self.model, "rating": self.rating, "low": self.low, "high": self.high,
-                "battles": self.battles, "wins": self.wins, "ties": self.ties}
+                "battles": self.battles, "wins": self.wins, "ties": self.ties, "provisional": self.provisional}
 
 
 def _wins(outcomes, index: dict[str, int]) -> np.ndarray:

@@ -124,8 +124,17 @@ def test_grid_rows_spend_their_budget_with_the_projects_flop_count():
         assert r.tokens == r.steps * 12 * 64
         step_flops = r.flops_per_token * 12 * 64
         assert abs(r.flops - r.budget) <= step_flops / 2 + 1
-        assert r.seconds == pytest.approx(r.flops / 6e10)
+        assert r.seconds == pytest.approx(r.flops / 6e10)  # no step_s given: FLOPs only
         assert r.tokens_per_param == pytest.approx(r.tokens / r.params)
+
+
+def test_the_time_estimate_adds_a_fixed_cost_per_step():
+    base = dict(vocab_size=65, block_size=64, bias=False)
+    shapes = [Shape(2, 2, 32), Shape(2, 2, 48), Shape(2, 4, 64)]
+    flops_only = plan_grid(budgets=[1e12], shapes=shapes, base=base, batch_size=12, flops_per_s=6e10)
+    with_steps = plan_grid(budgets=[1e12], shapes=shapes, base=base, batch_size=12, flops_per_s=6e10, step_s=0.02)
+    for a, b in zip(flops_only, with_steps):
+        assert b.seconds == pytest.approx(a.seconds + 0.02 * a.steps)
 
 
 def test_grid_refuses_a_budget_too_small_for_its_shapes():
@@ -136,7 +145,7 @@ def test_grid_refuses_a_budget_too_small_for_its_shapes():
 
 def test_the_cpu_preset_fits_in_twenty_minutes_and_brackets_chinchilla():
     rows = CPU_PRESET.grid(vocab_size=65)
-    assert sum(r.seconds for r in rows) < 15 * 60  # training time; evaluation and start-up fit in the rest
+    assert sum(r.seconds for r in rows) < 12 * 60  # training time; evaluation and start-up fit in the rest
     for budget in CPU_PRESET.budgets:
         ratios = [r.tokens_per_param for r in rows if r.budget == budget]
         assert len(ratios) == 3 and min(ratios) < CHINCHILLA["tokens_per_param"] < max(ratios)
@@ -144,7 +153,7 @@ def test_the_cpu_preset_fits_in_twenty_minutes_and_brackets_chinchilla():
 
 def test_the_gpu_preset_plans_five_sizes_per_budget():
     rows = GPU_PRESET.grid(vocab_size=65)
-    assert len(rows) == 25 and sum(r.seconds for r in rows) < 2 * 3600
+    assert len(rows) == 25 and sum(r.seconds for r in rows) < 80 * 60
 
 
 def test_chinchilla_reference_values():

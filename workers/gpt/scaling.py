@@ -68,7 +68,7 @@ class GridRow:
     tokens: int  # D = steps * batch_size * block_size
     tokens_per_param: float
     flops: float  # what the row really spends: steps are whole, so within half a step of the budget
-    seconds: float | None  # flops / the measured FLOP/s; None when no throughput was given
+    seconds: float | None  # steps·step_s + flops / FLOP/s; None when no throughput was given
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,9 +80,12 @@ def flops_per_s_from(*, tokens_per_s: float, cfg: GPTConfig) -> float:
 
 
 def plan_grid(*, budgets: list[float], shapes: list[Shape], base: dict, batch_size: int, per_budget: int = 3,
-              min_steps: int = 50, flops_per_s: float | None = None) -> list[GridRow]:
+              min_steps: int = 50, flops_per_s: float | None = None, step_s: float = 0.0) -> list[GridRow]:
     """For each budget, the `per_budget` shapes around the one nearest Chinchilla's 20 tokens/param, each with the
     step count that spends the budget. `base` holds the other GPTConfig fields (vocab_size, block_size, ...).
+
+    The time estimate is steps·step_s + FLOPs / flops_per_s: tiny models are not FLOP-bound, a fixed cost per step
+    (Python, kernel launches, the optimizer) dominates them, so a FLOP rate alone would promise too much.
 
     Shapes that would train fewer than `min_steps` steps are left out (too short to mean anything); a budget with
     fewer than `per_budget` shapes left is refused, naming a smaller shape or a bigger budget to try."""
@@ -119,7 +122,7 @@ def plan_grid(*, budgets: list[float], shapes: list[Shape], base: dict, batch_si
             rows.append(GridRow(budget=float(budget), n_layer=shape.n_layer, n_head=shape.n_head, n_embd=shape.n_embd,
                                 params=n, flops_per_token=fpt, batch_size=batch_size, block_size=cfg.block_size,
                                 steps=steps, tokens=tokens, tokens_per_param=tokens / n, flops=flops,
-                                seconds=flops / flops_per_s if flops_per_s else None))
+                                seconds=steps * step_s + flops / flops_per_s if flops_per_s else None))
     return rows
 
 
@@ -136,6 +139,7 @@ class SweepPreset:
     batch_size: int
     per_budget: int
     flops_per_s: float  # the throughput the time estimate assumes (FLOP/s achieved, not peak)
+    step_s: float  # the fixed cost of one optimizer step, whatever its size
 
     def base(self, *, vocab_size: int) -> dict:
         return {**self.model, "vocab_size": vocab_size}
@@ -143,33 +147,36 @@ class SweepPreset:
     def grid(self, *, vocab_size: int, flops_per_s: float | None = None) -> list[GridRow]:
         return plan_grid(budgets=list(self.budgets), shapes=list(self.shapes), base=self.base(vocab_size=vocab_size),
                          batch_size=self.batch_size, per_budget=self.per_budget,
-                         flops_per_s=flops_per_s or self.flops_per_s)
+                         flops_per_s=flops_per_s or self.flops_per_s, step_s=self.step_s)
 
 
 # nanoGPT's CPU Shakespeare recipe (0.8M parameters, block 64, batch 12) trains 2000 steps in about two minutes on
-# two cores: ~12k tokens/s × 5.2M FLOPs/token ≈ 6e10 FLOP/s achieved. Four budgets a factor 2 apart, three sizes
-# each: 3 × (1 + 2 + 4 + 8) × 1e12 = 4.5e13 FLOPs ≈ 12.5 minutes of training at that rate, leaving room for
-# evaluation and start-up inside 20 minutes. The models (60k to 340k parameters) are tiny on purpose: at these
-# budgets Chinchilla's optimum is near 100k-260k parameters.
+# two cores: ~60 ms a step for 4e9 FLOPs, ≈ 6e10 FLOP/s achieved. Smaller models do not get proportionally faster:
+# about 20 ms a step is overhead whatever the size (measured here with one thread: a 58k-parameter model took
+# ~100 ms a step on a machine loaded ten-fold, so ~20 ms unloaded). Hence batches of 32 (fewer, fuller steps) and
+# four budgets a factor 2 apart, three sizes each: 3 × (0.5 + 1 + 2 + 4) × 1e12 = 2.25e13 FLOPs in ~13k steps,
+# about 10 minutes, leaving room for evaluation and start-up inside 20 minutes. The models (25k to 340k parameters)
+# are tiny on purpose: at these budgets Chinchilla's optimum is near 65k-180k parameters.
 CPU_PRESET = SweepPreset(
     key="shakespeare-char-cpu-sweep", label="Shakespeare char, CPU sweep",
-    description="12 runs: 4 budgets (1e12 to 8e12 FLOPs) × 3 sizes (60k-340k parameters); ~15 minutes on 2 cores.",
+    description="12 runs: 4 budgets (5e11 to 4e12 FLOPs) × 3 sizes (25k-340k parameters); ~10 minutes on 2 cores.",
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
-    budgets=(1e12, 2e12, 4e12, 8e12),
+    budgets=(5e11, 1e12, 2e12, 4e12),
     shapes=(Shape(2, 2, 32), Shape(2, 2, 48), Shape(2, 4, 64), Shape(3, 4, 72), Shape(3, 4, 96), Shape(4, 4, 128)),
-    model=dict(block_size=64, dropout=0.0, bias=False), batch_size=12, per_budget=3, flops_per_s=6e10,
+    model=dict(block_size=64, dropout=0.0, bias=False), batch_size=32, per_budget=3, flops_per_s=6e10, step_s=0.02,
 )
 
 # One GPU (an A100-class card doing ~5e13 FLOP/s on these small shapes): five budgets a factor 2 apart from 1e15,
-# five sizes each (0.6M to 25M parameters), context 256: 5 × 31 × 1e15 = 1.55e17 FLOPs, about an hour.
+# five sizes each (0.6M to 25M parameters), context 256, batches of 128: 5 × 31 × 1e15 = 1.55e17 FLOPs (~52 min)
+# in ~145k steps (~8 ms of fixed cost each, ~19 min): about 70 minutes.
 GPU_PRESET = SweepPreset(
     key="shakespeare-char-gpu-sweep", label="Shakespeare char, GPU sweep",
-    description="25 runs: 5 budgets (1e15 to 1.6e16 FLOPs) × 5 sizes (0.6M-25M parameters); about an hour on one GPU.",
+    description="25 runs: 5 budgets (1e15 to 1.6e16 FLOPs) × 5 sizes (0.6M-25M parameters); ~70 minutes on one GPU.",
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
     budgets=(1e15, 2e15, 4e15, 8e15, 1.6e16),
     shapes=(Shape(2, 4, 96), Shape(3, 4, 128), Shape(4, 4, 192), Shape(4, 8, 256), Shape(6, 6, 288),
             Shape(6, 6, 384), Shape(8, 8, 384), Shape(8, 8, 512), Shape(10, 8, 512)),
-    model=dict(block_size=256, dropout=0.0, bias=False), batch_size=64, per_budget=5, flops_per_s=5e13,
+    model=dict(block_size=256, dropout=0.0, bias=False), batch_size=128, per_budget=5, flops_per_s=5e13, step_s=0.008,
 )
 
 SWEEP_PRESETS = {p.key: p for p in (CPU_PRESET, GPU_PRESET)}
