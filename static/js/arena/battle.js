@@ -58,8 +58,8 @@ function updateVote() {
 function follow() {
   const battle = document.getElementById("battle");
   const uid = battle && battle.dataset.uid;
-  if (!uid || battle.dataset.voted === "1") {
-    if (ws && uid !== current) { ws.close(); ws = null; current = null; }
+  if (!uid || battle.dataset.voted === "1") { // no battle, or judged: nothing more to stream
+    if (ws) { ws.close(); ws = null; current = null; }
     return;
   }
   if (uid === current && ws) return; // the same battle re-rendered (a refused vote): keep streaming
