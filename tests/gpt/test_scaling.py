@@ -143,12 +143,21 @@ def test_grid_refuses_a_budget_too_small_for_its_shapes():
                   base=dict(vocab_size=65, block_size=64), batch_size=12)
 
 
-def test_the_cpu_preset_fits_in_twenty_minutes_and_brackets_chinchilla():
+def test_the_cpu_preset_fits_in_twenty_minutes_and_brackets_its_target_ratio():
     rows = CPU_PRESET.grid(vocab_size=65)
-    assert sum(r.seconds for r in rows) < 12 * 60  # training time; evaluation and start-up fit in the rest
+    assert sum(r.seconds for r in rows) < 15 * 60  # training time; evaluation and start-up fit in the rest
     for budget in CPU_PRESET.budgets:
         ratios = [r.tokens_per_param for r in rows if r.budget == budget]
-        assert len(ratios) == 3 and min(ratios) < CHINCHILLA["tokens_per_param"] < max(ratios)
+        assert len(ratios) == 3 and min(ratios) < CPU_PRESET.tokens_per_param < max(ratios)
+        assert min(r.steps for r in rows if r.budget == budget) >= 300  # long enough to mean something
+
+
+def test_the_window_of_sizes_follows_the_target_ratio():
+    base = dict(vocab_size=65, block_size=64, bias=False)
+    shapes = [Shape(2, 2, 16), Shape(2, 2, 24), Shape(2, 2, 32), Shape(2, 2, 48), Shape(2, 4, 64), Shape(3, 4, 96)]
+    chinchilla = plan_grid(budgets=[1e12], shapes=shapes, base=base, batch_size=12)
+    data_hungry = plan_grid(budgets=[1e12], shapes=shapes, base=base, batch_size=12, tokens_per_param=400)
+    assert max(r.params for r in data_hungry) < max(r.params for r in chinchilla)
 
 
 def test_the_gpu_preset_plans_five_sizes_per_budget():

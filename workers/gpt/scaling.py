@@ -80,9 +80,10 @@ def flops_per_s_from(*, tokens_per_s: float, cfg: GPTConfig) -> float:
 
 
 def plan_grid(*, budgets: list[float], shapes: list[Shape], base: dict, batch_size: int, per_budget: int = 3,
-              min_steps: int = 50, flops_per_s: float | None = None, step_s: float = 0.0) -> list[GridRow]:
-    """For each budget, the `per_budget` shapes around the one nearest Chinchilla's 20 tokens/param, each with the
-    step count that spends the budget. `base` holds the other GPTConfig fields (vocab_size, block_size, ...).
+              min_steps: int = 50, flops_per_s: float | None = None, step_s: float = 0.0,
+              tokens_per_param: float = CHINCHILLA["tokens_per_param"]) -> list[GridRow]:
+    """For each budget, the `per_budget` shapes around the one nearest `tokens_per_param` (Chinchilla's 20 unless
+    told), each with the step count that spends the budget. `base` holds the other GPTConfig fields (vocab_size, block_size, ...).
 
     The time estimate is steps·step_s + FLOPs / flops_per_s: tiny models are not FLOP-bound, a fixed cost per step
     (Python, kernel launches, the optimizer) dominates them, so a FLOP rate alone would promise too much.
@@ -111,9 +112,9 @@ def plan_grid(*, budgets: list[float], shapes: list[Shape], base: dict, batch_si
             raise ScalingError(
                 f"budget {budget:.3g} FLOPs leaves {len(candidates)} shape(s) with at least {min_steps} steps; "
                 f"{per_budget} are needed: add smaller shapes or raise the budget")
-        # centre the window on the shape whose tokens/param is nearest 20 (on a log scale)
+        # centre the window on the shape whose tokens/param is nearest the target (on a log scale)
         ratios = [s * batch_size * c.block_size / param_count(c, non_embedding=True) for _, c, _, s in candidates]
-        best = min(range(len(candidates)), key=lambda i: abs(math.log(ratios[i] / CHINCHILLA["tokens_per_param"])))
+        best = min(range(len(candidates)), key=lambda i: abs(math.log(ratios[i] / tokens_per_param)))
         start = min(max(0, best - per_budget // 2), len(candidates) - per_budget)
         for shape, cfg, fpt, steps in candidates[start:start + per_budget]:
             n = param_count(cfg, non_embedding=True)
@@ -140,6 +141,7 @@ class SweepPreset:
     per_budget: int
     flops_per_s: float  # the throughput the time estimate assumes (FLOP/s achieved, not peak)
     step_s: float  # the fixed cost of one optimizer step, whatever its size
+    tokens_per_param: float = CHINCHILLA["tokens_per_param"]  # where each budget's window of sizes is centred
 
     def base(self, *, vocab_size: int) -> dict:
         return {**self.model, "vocab_size": vocab_size}
@@ -147,23 +149,27 @@ class SweepPreset:
     def grid(self, *, vocab_size: int, flops_per_s: float | None = None) -> list[GridRow]:
         return plan_grid(budgets=list(self.budgets), shapes=list(self.shapes), base=self.base(vocab_size=vocab_size),
                          batch_size=self.batch_size, per_budget=self.per_budget,
-                         flops_per_s=flops_per_s or self.flops_per_s, step_s=self.step_s)
+                         flops_per_s=flops_per_s or self.flops_per_s, step_s=self.step_s,
+                         tokens_per_param=self.tokens_per_param)
 
 
 # nanoGPT's CPU Shakespeare recipe (0.8M parameters, block 64, batch 12) trains 2000 steps in about two minutes on
 # two cores: ~60 ms a step for 4e9 FLOPs, ≈ 6e10 FLOP/s achieved. Smaller models do not get proportionally faster:
 # about 20 ms a step is overhead whatever the size (measured here with one thread: a 58k-parameter model took
 # ~100 ms a step on a machine loaded ten-fold, so ~20 ms unloaded). Hence batches of 32 (fewer, fuller steps) and
-# four budgets a factor 2 apart, three sizes each: 3 × (0.5 + 1 + 2 + 4) × 1e12 = 2.25e13 FLOPs in ~13k steps,
-# about 10 minutes, leaving room for evaluation and start-up inside 20 minutes. The models (25k to 340k parameters)
-# are tiny on purpose: at these budgets Chinchilla's optimum is near 65k-180k parameters.
+# four budgets a factor 2 apart, three sizes each, ~19k steps: about 13 minutes, leaving room for evaluation and
+# start-up inside 20 minutes. The models (27k to 190k parameters) are tiny on purpose. Each budget's sizes are
+# centred on 40 tokens/parameter, not Chinchilla's 20: in a micro-sweep on this corpus (budgets 5e10-2e11, at most
+# 750 steps) the smallest of three sizes won at every budget, so tiny character models trained briefly want more
+# data per parameter than large language models do; centring higher keeps the valley inside the sizes tried.
 CPU_PRESET = SweepPreset(
     key="shakespeare-char-cpu-sweep", label="Shakespeare char, CPU sweep",
-    description="12 runs: 4 budgets (5e11 to 4e12 FLOPs) × 3 sizes (25k-340k parameters); ~10 minutes on 2 cores.",
+    description="12 runs: 4 budgets (5e11 to 4e12 FLOPs) × 3 sizes (27k-190k parameters); ~13 minutes on 2 cores.",
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
     budgets=(5e11, 1e12, 2e12, 4e12),
     shapes=(Shape(2, 2, 32), Shape(2, 2, 48), Shape(2, 4, 64), Shape(3, 4, 72), Shape(3, 4, 96), Shape(4, 4, 128)),
     model=dict(block_size=64, dropout=0.0, bias=False), batch_size=32, per_budget=3, flops_per_s=6e10, step_s=0.02,
+    tokens_per_param=40.0,
 )
 
 # One GPU (an A100-class card doing ~5e13 FLOP/s on these small shapes): five budgets a factor 2 apart from 1e15,
