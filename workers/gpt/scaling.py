@@ -237,9 +237,11 @@ def fit_isoflop(*, budget: float, params, losses, tokens=None) -> IsoFlopFit:
                            f"bracket the optimum: add a smaller and a larger model")
     x_opt = -p1 / (2 * p0)
     if not x.min() <= x_opt <= x.max():
-        side = "larger" if x_opt > x.max() else "smaller"
-        raise ScalingError(f"budget {budget:.3g}: the valley's bottom (N ≈ {10**x_opt:.3g}) lies outside the sizes "
-                           f"tried, so they do not bracket the optimum: add a {side} model")
+        above = x_opt > x.max()
+        edge = f"above the largest size tried (N = {n.max():.3g})" if above else \
+            f"below the smallest size tried (N = {n.min():.3g})"
+        raise ScalingError(f"budget {budget:.3g}: the loss is lowest {edge}, so the sizes do not bracket the "
+                           f"optimum: add a {'larger' if above else 'smaller'} model")
     err = None
     if cov is not None:
         g = np.array([p1 / (2 * p0**2), -1 / (2 * p0), 0.0])  # d x_opt / d (p0, p1, p2)
