@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "apps.explorer",
     "apps.registry",
     "apps.inference",
+    "apps.arena",
 ]
 
 MIDDLEWARE = [

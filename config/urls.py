@@ -10,6 +10,7 @@ urlpatterns = [
     path("explorer/", include("apps.explorer.urls")),
     path("models/", include("apps.registry.urls")),
     path("", include("apps.inference.urls")),  # generate/ (the page) and v1/ (the OpenAI-compatible API)
+    path("arena/", include("apps.arena.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -6,6 +6,7 @@ NAV = [
     ("tokenizers", "Tokenizers", "tokenization:playground"),
     ("training", "Training", "training:runs"),
     ("generate", "Generate", "inference:generate"),
+    ("arena", "Arena", "arena:page"),
     ("explorer", "Explorer", "explorer:page"),
     ("models", "Models", "registry:list"),
     ("system", "System", "system:status"),

@@ -9,7 +9,7 @@ from apps.system.services import worker_record_heartbeat
 
 pytestmark = pytest.mark.django_db
 
-NAV = ["Data", "Tokenizers", "Training", "Generate", "Explorer", "Models", "System"]
+NAV = ["Data", "Tokenizers", "Training", "Generate", "Arena", "Explorer", "Models", "System"]
 
 
 def test_home_explains_the_four_steps_each_linked_to_its_page(client):

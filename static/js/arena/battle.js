@@ -1,0 +1,88 @@
+// The arena's island: streams a battle's two answers into #battle and opens the vote once both are complete.
+// It talks to ws/arena/battles/<uid>/ (apps/arena/consumers.py), which forwards the inference workers' events per
+// side; htmx swaps #battle when a battle starts or a vote is cast, and this script follows the swap.
+
+let ws = null;
+let current = null; // the uid the socket is for
+const sides = {}; // "a" | "b" -> {count, gap, status}
+
+const FINISHED = ["done", "failed", "stopped"];
+
+function part(side, what) {
+  return document.querySelector(`#side-${side} [data-${what}]`);
+}
+
+function setStatus(side, status) {
+  sides[side].status = status;
+  const badge = part(side, "status");
+  if (badge) {
+    badge.textContent = status;
+    badge.className = `badge status-${status === "done" ? "succeeded" : status}`;
+  }
+}
+
+function showSide(m) {
+  const text = part(m.side, "text");
+  if (typeof m.text === "string" && (FINISHED.includes(m.status) || m.type === "side")) {
+    text.textContent = m.text; // the stored (or final) text is the truth; it repairs any batch the socket dropped
+    sides[m.side].count = m.n_tokens || 0;
+    sides[m.side].gap = false;
+  }
+  if (m.error) {
+    const box = part(m.side, "error");
+    box.textContent = m.error;
+    box.hidden = false;
+  }
+  setStatus(m.side, m.status);
+}
+
+function appendTokens(m) {
+  const s = sides[m.side];
+  if (m.offset > s.count) s.gap = true; // a batch went missing: the final state event carries the whole text
+  const fresh = m.pieces.slice(Math.max(0, s.count - m.offset));
+  if (!s.gap) part(m.side, "text").textContent += fresh.join("");
+  s.count = Math.max(s.count, m.offset + m.pieces.length);
+}
+
+function updateVote() {
+  const done = ["a", "b"].every((k) => FINISHED.includes(sides[k].status));
+  const complete = ["a", "b"].every((k) => sides[k].status === "done");
+  document.querySelectorAll("#vote [data-vote]").forEach((b) => { b.disabled = !complete; });
+  const note = document.getElementById("vote-note");
+  if (!note) return;
+  if (complete) note.textContent = "Both answers are in: vote, then see who they were.";
+  else if (done) note.textContent = "An answer did not complete, so this battle cannot be judged: start another.";
+  else note.textContent = "Voting opens when both answers have finished.";
+}
+
+function follow() {
+  const battle = document.getElementById("battle");
+  const uid = battle && battle.dataset.uid;
+  if (!uid || battle.dataset.voted === "1") { // no battle, or judged: nothing more to stream
+    if (ws) { ws.close(); ws = null; current = null; }
+    return;
+  }
+  if (uid === current && ws) return; // the same battle re-rendered (a refused vote): keep streaming
+  if (ws) ws.close();
+  current = uid;
+  sides.a = {count: 0, gap: false, status: part("a", "status").textContent.trim()};
+  sides.b = {count: 0, gap: false, status: part("b", "status").textContent.trim()};
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  ws = new WebSocket(scheme + location.host + battle.dataset.ws);
+  ws.addEventListener("message", (e) => {
+    const m = JSON.parse(e.data);
+    if (!sides[m.side] || !document.getElementById(`side-${m.side}`)) return;
+    if (m.type === "tokens") appendTokens(m);
+    else if (m.type === "side" || m.type === "state") showSide(m);
+    updateVote();
+  });
+  ws.addEventListener("close", (e) => {
+    if (e.code === 4401 || e.code === 4403) {
+      const note = document.getElementById("vote-note");
+      if (note) note.textContent = "This battle is not yours to watch: sign in as its owner or start one.";
+    }
+  });
+}
+
+document.body.addEventListener("htmx:afterSwap", follow);
+follow();
