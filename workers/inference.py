@@ -11,7 +11,6 @@ which share it), so a second request does not reload.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import logging
 import secrets
@@ -24,6 +23,7 @@ from django.conf import settings
 
 from apps.inference import realtime, services
 from apps.inference.models import Generation
+from apps.system.realtime import publish
 
 log = logging.getLogger(__name__)
 
@@ -152,26 +152,6 @@ def load_model_fast(path):
 
 
 model_cache = ModelCache()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# publishing from a worker thread
-
-_local = threading.local()
-
-
-def publish(group: str, event: dict) -> None:
-    """group_send from a worker thread, on that thread's own event loop (channels-redis pools connections per loop,
-    so one loop per thread for its whole life keeps them)."""
-    from channels.layers import get_channel_layer
-
-    loop = getattr(_local, "loop", None)
-    if loop is None:
-        loop = _local.loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(get_channel_layer().group_send(group, event))
-    except Exception:  # a Redis hiccup must not kill the generation: the row still gets the result
-        log.warning("event not delivered to %s", group, exc_info=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps.corpora import files, realtime, selectors
 from apps.corpora.models import Corpus, JobStatus, Shards
 from apps.corpora.text import CorpusInputError, corpus_stats, count_lines, decode_utf8, join_documents, split_point
+from apps.system.realtime import publish
 
 BUNDLED_DIR = Path(settings.BASE_DIR) / "data" / "corpora"
 BUNDLED = [
@@ -303,8 +304,8 @@ def shards_record_progress(*, shards_id: int, done_chars: int, total_chars: int,
         progress=done_chars / total_chars if total_chars else 1.0, rate=rate, eta_seconds=eta,
         tokens_per_second=tokens / elapsed if elapsed > 0 else None, updated=timezone.now())
     shards = Shards.objects.select_related("tokenizer").get(id=shards_id)
-    realtime.publish(realtime.corpus_group(shards.corpus_id),
-                     realtime.shards_progress_event(selectors.shards_view(shards)))
+    publish(realtime.corpus_group(shards.corpus_id),
+            realtime.shards_progress_event(selectors.shards_view(shards)))
     return shards.cancel_requested
 
 
@@ -347,4 +348,4 @@ def _finish(shards_id: int, status: str, error: str) -> None:
 
 
 def _publish_state(shards: Shards) -> None:
-    realtime.publish(realtime.corpus_group(shards.corpus_id), realtime.shards_state_event(selectors.shards_view(shards)))
+    publish(realtime.corpus_group(shards.corpus_id), realtime.shards_state_event(selectors.shards_view(shards)))

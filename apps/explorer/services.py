@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.explorer import realtime
 from apps.explorer.models import Trace
 from apps.explorer.selectors import ExplorerError, source_get, trace_key
+from apps.system.realtime import publish
 from apps.system.redisconn import redis_client
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,14 @@ def trace_start(*, trace_id: int, worker: str) -> Trace | None:
     if not updated:
         return None
     trace = Trace.objects.get(pk=trace_id)
-    realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status,
-                                                                             phase="loading the model"))
+    publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status,
+                                                                    phase="loading the model"))
     return trace
 
 
 def trace_phase(*, trace: Trace, phase: str) -> None:
     """Tell a watching page what the worker is doing now (not stored: it lasts a fraction of a second)."""
-    realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status, phase=phase))
+    publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status, phase=phase))
 
 
 def trace_finish(*, trace: Trace, n_tokens: int, text_tokens: int, notes: list[str], size_bytes: int,
@@ -125,7 +126,7 @@ def trace_finish(*, trace: Trace, n_tokens: int, text_tokens: int, notes: list[s
     Trace.objects.filter(pk=trace.pk).update(
         status=Trace.Status.READY, error="", n_tokens=n_tokens, text_tokens=text_tokens, notes=notes,
         size_bytes=size_bytes, compute_ms=compute_ms, load_ms=load_ms, finished=timezone.now())
-    realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=Trace.Status.READY))
+    publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=Trace.Status.READY))
     trace_cache_prune(max_bytes=settings.EXPLORER_CACHE_MAX_BYTES)
 
 
@@ -133,7 +134,7 @@ def trace_fail(*, trace_id: int, error: str) -> None:
     Trace.objects.filter(pk=trace_id).update(status=Trace.Status.FAILED, error=error, finished=timezone.now())
     trace = Trace.objects.filter(pk=trace_id).first()
     if trace is not None:
-        realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status))
+        publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status))
 
 
 def trace_cache_prune(*, max_bytes: int) -> int:

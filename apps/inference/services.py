@@ -23,6 +23,7 @@ from django.utils import timezone
 from apps.inference import realtime
 from apps.inference.models import ApiToken, Generation
 from apps.registry.services import RegistryError
+from apps.system.realtime import publish
 from apps.system.redisconn import redis_client
 
 MAX_STOP_STRINGS = 4
@@ -208,7 +209,7 @@ def generation_stop(*, generation: Generation, reason: str = Generation.StopReas
     if stopped:  # no worker has it, so no worker will send the final event: send it here
         event = realtime.state_event(str(generation.uid), status=Generation.Status.STOPPED, stop_reason=reason,
                                      n_tokens=len(generation.prefix or []), text="", stats={}, notes=[], error="")
-        transaction.on_commit(lambda: realtime.publish(realtime.completion_group(generation.pk), event))
+        transaction.on_commit(lambda: publish(realtime.completion_group(generation.pk), event))
 
 
 def generation_may_control(*, generation: Generation, user) -> bool:

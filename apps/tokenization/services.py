@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.corpora import files
 from apps.corpora.models import Corpus, JobStatus
 from apps.corpora.services import job_request_cancel
+from apps.system.realtime import publish
 from apps.tokenization import analysis, realtime, selectors
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import TokenizationError
@@ -188,7 +189,7 @@ def tokenizer_record_progress(*, tokenizer_id: int, done: int, total: int, elaps
         progress=done / total if total else 0.0, rate=rate, eta_seconds=(total - done) / rate if rate else None,
         phase=phase[:40], updated=timezone.now())
     row = Tokenizer.objects.get(id=tokenizer_id)
-    realtime.publish(realtime.tokenizer_group(row.id), realtime.training_progress_event(selectors.tokenizer_view(row)))
+    publish(realtime.tokenizer_group(row.id), realtime.training_progress_event(selectors.tokenizer_view(row)))
     return row.cancel_requested
 
 
@@ -218,4 +219,4 @@ def _finish(tokenizer_id: int, status: str, error: str) -> None:
 
 
 def _publish_state(row: Tokenizer) -> None:
-    realtime.publish(realtime.tokenizer_group(row.id), realtime.training_state_event(selectors.tokenizer_view(row)))
+    publish(realtime.tokenizer_group(row.id), realtime.training_state_event(selectors.tokenizer_view(row)))
