@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.explorer import selectors, services
 from apps.explorer.selectors import ExplorerError
+from apps.system.limits import client_address
 from apps.system.selectors import worker_list
 
 DEFAULT_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.")
@@ -74,7 +75,7 @@ def trace_request(request):
         return _refused(request, ExplorerError("That text is far over the size limit: paste a shorter passage.",
                                                status=413))
     try:
-        trace = services.trace_request(ref=ref, text=text, user=request.user, client=_client(request))
+        trace = services.trace_request(ref=ref, text=text, user=request.user, client=client_address(request))
     except ExplorerError as exc:
         return _refused(request, exc)
     if not _htmx(request):
@@ -135,10 +136,6 @@ def _picked(choices, source) -> str:
     if any(s.ref == source.ref for s in options):
         return source.ref
     return next((s.ref for s in options if s.kind == "checkpoint" and s.run_id == source.run_id), "")
-
-
-def _client(request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
 
 
 def _source_json(source) -> dict | None:

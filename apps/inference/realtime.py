@@ -25,11 +25,6 @@ def stop_key(generation_id: int) -> str:
     return f"lab:inference:stop:{generation_id}"
 
 
-def rate_key(who: str, window: int) -> str:
-    """Redis counter of generations started by an anonymous client in one rate-limit window."""
-    return f"lab:inference:rate:{who}:{window}"
-
-
 def tokens_event(uid: str, *, offset: int, tokens: list[dict]) -> dict:
     return {"type": TOKENS, "generation": uid, "offset": offset, "tokens": tokens}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -12,6 +13,7 @@ from django.utils import timezone
 from apps.corpora import files
 from apps.corpora.models import Corpus, JobStatus
 from apps.corpora.services import job_request_cancel
+from apps.system.limits import rate_limit
 from apps.system.realtime import publish
 from apps.tokenization import analysis, realtime, selectors
 from apps.tokenization.models import Tokenizer
@@ -22,6 +24,17 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # names that would collide with the pages under /tokenizers/
 RESERVED_NAMES = {"library", "train", "char", "tokenize", "more", "decode", "api", "new", "static"}
 MAX_SPECIAL_TOKENS = 16
+
+
+def tokenize_rate_limit(*, user, client: str, scope: str) -> None:
+    """Anonymous visitors may tokenize TOKENIZE_ANON_PER_MINUTE times a minute per address and scope ("playground",
+    "api"); signed-in users are not limited. Raises apps.system.limits.RateLimited (429, or 503 without Redis)."""
+    if user is not None and user.is_authenticated:
+        return
+    limit = settings.TOKENIZE_ANON_PER_MINUTE
+    rate_limit(scope=f"tokenization.{scope}", who=client, limit=limit,
+               message=f"Too many requests: visitors who are not signed in may make {limit} a minute. Try again in "
+                       "{retry_after} s, or sign in to lift the limit.")
 
 
 def tokenizer_check_name(name: str) -> str:

@@ -12,9 +12,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.corpora.selectors import corpus_list
+from apps.system.limits import RateLimited, client_address
 from apps.tokenization import analysis, selectors, services
 from apps.tokenization.forms import CharForm, TrainForm
-from apps.tokenization.limits import rate_limit_check, rate_limit_message
 from apps.tokenization.selectors import TokenizationError
 from apps.tokenization.state import PlaygroundState, state_from
 from workers.gpt import tokenizers as toklib
@@ -38,13 +38,14 @@ def _form_params(request):
 
 
 def _limited(request, template: str, context: dict | None = None):
-    """A 429 response if an anonymous visitor is over the limit, else None."""
-    retry = rate_limit_check(request=request, scope="playground")
-    if retry is None:
-        return None
-    response = render(request, template, (context or {}) | {"error": rate_limit_message(retry)}, status=429)
-    response["Retry-After"] = str(retry)
-    return response
+    """A 429 (or 503) response if an anonymous visitor is over the limit, else None."""
+    try:
+        services.tokenize_rate_limit(user=request.user, client=client_address(request), scope="playground")
+    except RateLimited as exc:
+        response = render(request, template, (context or {}) | {"error": str(exc)}, status=exc.status)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_someone_elses_tokenizer_is_unknown(client, tiny_bpe, other_user):
 
 @override_settings(TOKENIZE_ANON_PER_MINUTE=3)
 def test_anonymous_callers_are_rate_limited_and_signed_in_ones_are_not(client, builtins, user, monkeypatch):
-    monkeypatch.setattr("apps.tokenization.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
+    monkeypatch.setattr("apps.system.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
     for _ in range(3):
         assert post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"}).status_code == 200
     limited = post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"})

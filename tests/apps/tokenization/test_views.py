@@ -115,7 +115,7 @@ def test_a_link_that_inflates_past_the_limit_is_refused(client, builtins):
 
 @override_settings(TOKENIZE_ANON_PER_MINUTE=2)
 def test_anonymous_typing_is_rate_limited(client, builtins, monkeypatch):
-    monkeypatch.setattr("apps.tokenization.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
+    monkeypatch.setattr("apps.system.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
     assert tokenize(client, text="a").status_code == 200
     assert tokenize(client, text="ab").status_code == 200
     limited = tokenize(client, text="abc")
