@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.system import files
+
 
 class JobStatus(models.TextChoices):
     """The life of a long job (encoding shards, training a tokenizer). Terminal: succeeded, failed, cancelled."""
@@ -59,7 +61,7 @@ class Corpus(models.Model):
 
     @property
     def file(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / self.path
+        return files.artifact_path(self.path)
 
     @property
     def split(self) -> dict:

@@ -13,9 +13,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from apps.corpora import files, realtime, selectors
+from apps.corpora import realtime, selectors
 from apps.corpora.models import Corpus, JobStatus, Shards
 from apps.corpora.text import CorpusInputError, corpus_stats, count_lines, decode_utf8, join_documents, split_point
+from apps.system import files
 from apps.system.realtime import publish
 
 BUNDLED_DIR = Path(settings.BASE_DIR) / "data" / "corpora"
@@ -55,7 +56,7 @@ def corpus_create(*, name: str, description: str = "", owner=None, uploads: list
     if not name:
         raise CorpusInputError("Give the corpus a name.")
     data, fields = _prepare(uploads=uploads, text=text, val_fraction=val_fraction)
-    path = files.artifacts() / fields["path"]
+    path = files.artifact_path(fields["path"])
     created_file = not path.exists()
     if created_file:
         files.write_atomic(path, data)
@@ -128,7 +129,7 @@ def corpus_seed_defaults() -> list[Corpus]:
             continue
         if not existing.file.exists():
             data, fields = _prepare(uploads=[Upload(spec["file"], raw)], text="", val_fraction=existing.val_fraction)
-            files.write_atomic(files.artifacts() / fields["path"], data)
+            files.write_atomic(files.artifact_path(fields["path"]), data)
             Corpus.objects.filter(id=existing.id).update(**fields)
             existing.refresh_from_db()
         seeded.append(existing)
@@ -177,7 +178,7 @@ def shards_cache_key(*, corpus: Corpus, tokenizer) -> str:
 
 
 def shards_dir(cache_key: str) -> Path:
-    return files.artifacts() / "shards" / cache_key
+    return files.artifact_path("shards", cache_key)
 
 
 def shards_ensure(*, corpus_id: int, tokenizer_id: int, user=None) -> Shards:

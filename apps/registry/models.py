@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.system import files
+
 
 class ModelQuerySet(models.QuerySet):
     def visible_to(self, user):
@@ -88,7 +90,7 @@ class Model(models.Model):
 
     @property
     def file(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / self.path
+        return files.artifact_path(self.path)
 
     @property
     def sidecar(self) -> Path:

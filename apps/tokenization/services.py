@@ -10,9 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from apps.corpora import files
 from apps.corpora.models import Corpus, JobStatus
 from apps.corpora.services import job_request_cancel
+from apps.system import files
 from apps.system.limits import rate_limit
 from apps.system.realtime import publish
 from apps.tokenization import analysis, realtime, selectors
@@ -93,7 +93,7 @@ def tokenizer_char_create(*, corpus: Corpus, name: str, user=None, builtin: bool
     tok = toklib.CharTokenizer(alphabet, name=name)
     data = tok.to_json().encode("utf-8")
     relative = f"tokenizers/char-{name}.json"
-    path = files.artifacts() / relative
+    path = files.artifact_path(relative)
     files.write_atomic(path, data)
     try:
         return Tokenizer.objects.create(
@@ -112,9 +112,9 @@ def tokenizer_seed_defaults(*, shakespeare: Corpus | None) -> list[Tokenizer]:
         row = Tokenizer.objects.filter(name="shakespeare-char").first()
         if row is None:
             row = tokenizer_char_create(corpus=shakespeare, name="shakespeare-char", builtin=True)
-        elif not (files.artifacts() / row.path).exists():  # its file went missing: write it again, keep the row
+        elif not (files.artifact_path(row.path)).exists():  # its file went missing: write it again, keep the row
             tok = toklib.CharTokenizer(shakespeare.stats["alphabet"], name=row.name)
-            files.write_atomic(files.artifacts() / row.path, tok.to_json().encode("utf-8"))
+            files.write_atomic(files.artifact_path(row.path), tok.to_json().encode("utf-8"))
         rows.append(row)
     return rows
 
@@ -178,7 +178,7 @@ def tokenizer_delete(*, tokenizer: Tokenizer, user) -> None:
     for key in keys:
         shards_remove_files_if_unused(cache_key=key)
     if path:
-        files.remove(files.artifacts() / path)
+        files.remove(files.artifact_path(path))
 
 
 # Called by the worker's glue (workers/tokenization.py) -------------------------------------------------------------

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.system import files
 from apps.system.realtime import publish
 from apps.training import realtime
 from apps.training.models import Checkpoint, DeviceProfile, Evaluation, Metric, Run, RunEvent, run_dir
@@ -331,7 +332,7 @@ def run_sync_checkpoints(*, run: Run, found: list[tuple[int, str, dict]]) -> Non
     steps = {step for step, _, _ in found}
     run.checkpoints.exclude(step__in=steps).delete()
     for step, path, losses in found:
-        full = os.path.join(settings.ARTIFACTS_DIR, path)
+        full = files.artifact_path(path)
         Checkpoint.objects.get_or_create(run=run, step=step, defaults={
             "path": path, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
             "size_bytes": os.path.getsize(full) if os.path.exists(full) else 0})

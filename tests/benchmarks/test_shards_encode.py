@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from apps.corpora import files, services
+from apps.corpora import services
+from apps.system import files
 from apps.corpora.models import JobStatus, Shards
 from apps.tokenization.services import tokenizer_seed_builtins
 from workers import corpora as glue

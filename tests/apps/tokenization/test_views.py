@@ -256,9 +256,9 @@ def test_built_in_tokenizers_cannot_be_deleted(client, builtins, staff):
 
 
 def test_a_tokenizer_whose_files_are_gone_says_so_instead_of_failing(client, tiny_bpe):
-    from apps.corpora import files
+    from apps.system import files
 
-    files.remove(files.artifacts() / tiny_bpe.path)
+    files.remove(files.artifact_path(tiny_bpe.path))
     tiny_bpe.fingerprint = "changed"  # a fresh cache key: the loaded tokenizer is cached per process
     tiny_bpe.save()
     client.force_login(tiny_bpe.owner)
