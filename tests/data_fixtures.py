@@ -53,7 +53,7 @@ def tiny_corpus(user):
 def make_bpe(*, corpus, owner, name="tiny-bpe", vocab_size=300, pattern="gpt4"):
     """A trained BPE tokenizer row, trained in this process (the glue tests run the real job)."""
     from apps.system import files
-    from apps.corpora.models import JobStatus
+    from apps.system.models import JobStatus
 
     tok = toklib.train_bpe(corpus.file.read_text(encoding="utf-8"), vocab_size, pattern, name=name)
     relative = f"tokenizers/bpe-{name}"

@@ -8,8 +8,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models import QuerySet
 
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora.models import Corpus, Shards
 from apps.system import files
+from apps.system.models import JobStatus
 
 PREVIEW_BYTES = 6000
 DEFAULT_CORPUS_NAME = "Shakespeare"

@@ -14,10 +14,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.corpora import realtime, selectors
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora.models import Corpus, Shards
 from apps.corpora.text import CorpusInputError, corpus_stats, count_lines, decode_utf8, join_documents, split_point
 from apps.system import files
+from apps.system.models import JobStatus
 from apps.system.realtime import publish
+from apps.system.services import job_request_cancel
 
 BUNDLED_DIR = Path(settings.BASE_DIR) / "data" / "corpora"
 BUNDLED = [
@@ -30,7 +32,6 @@ BUNDLED = [
                     "chinese-poetry collection (MIT)."},
 ]
 MAX_FILES = 100
-STALE_SECONDS = 60  # a running job silent this long may be cancelled at once (its worker is probably gone)
 
 
 @dataclass
@@ -254,25 +255,6 @@ def shards_cancel(*, shards: Shards, user) -> Shards:
     if requested:
         _publish_state(shards)
     return shards
-
-
-def job_request_cancel(model, pk: int):
-    """Ask a long job's row (Shards, Tokenizer) to stop; return (row, whether it was still active).
-
-    A queued job, or one whose worker has gone silent for STALE_SECONDS, is cancelled at once; a running one sees
-    cancel_requested at its next batch, removes what it wrote and reports cancelled itself."""
-    with transaction.atomic():
-        job = model.objects.select_for_update().get(id=pk)
-        if job.status not in JobStatus.active():
-            return job, False
-        stale = (timezone.now() - job.updated).total_seconds() > STALE_SECONDS
-        if job.status == JobStatus.QUEUED or stale:
-            job.error = "" if job.status == JobStatus.QUEUED else "its worker stopped reporting"
-            job.status = JobStatus.CANCELLED
-            job.finished = timezone.now()
-        job.cancel_requested = True
-        job.save()
-    return job, True
 
 
 def shards_remove_files_if_unused(*, cache_key: str) -> None:

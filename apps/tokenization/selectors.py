@@ -7,8 +7,8 @@ import functools
 from django.conf import settings
 from django.db.models import Case, QuerySet, When
 
-from apps.corpora.models import JobStatus
 from apps.system import files
+from apps.system.models import JobStatus
 from apps.tokenization import analysis
 from apps.tokenization.models import Tokenizer
 from workers.gpt import tokenizers as toklib

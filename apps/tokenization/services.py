@@ -10,11 +10,12 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from apps.corpora.models import Corpus, JobStatus
-from apps.corpora.services import job_request_cancel
+from apps.corpora.models import Corpus
 from apps.system import files
 from apps.system.limits import rate_limit
+from apps.system.models import JobStatus
 from apps.system.realtime import publish
+from apps.system.services import job_request_cancel
 from apps.tokenization import analysis, realtime, selectors
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import TokenizationError

@@ -6,7 +6,7 @@ import re
 import pytest
 from django.test import override_settings
 
-from apps.corpora.models import JobStatus
+from apps.system.models import JobStatus
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.state import compress_text
 from tests.data_fixtures import artifact_files
