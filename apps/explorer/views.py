@@ -20,10 +20,6 @@ DEFAULT_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt 
 CAMERAS = ("angle", "front", "side", "top")
 
 
-def _htmx(request) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 def _int(value, default: int = 0) -> int:
     try:
         return max(0, int(value))
@@ -78,15 +74,15 @@ def trace_request(request):
         trace = services.trace_request(ref=ref, text=text, user=request.user, client=client_address(request))
     except ExplorerError as exc:
         return _refused(request, exc)
-    if not _htmx(request):
+    if not request.htmx:
         return redirect(reverse("explorer:page") + "?" + urlencode({"model": ref, "text": text}))
-    return render(request, "explorer/_trace.html", _status_context(trace))
+    return render(request, "explorer/_trace-live.html", _status_context(trace))
 
 
 @require_GET
 def trace_status(request, key: str):
     trace = _visible_trace(request, key)
-    return render(request, "explorer/_status.html", _status_context(trace))
+    return render(request, "explorer/_trace-status.html", _status_context(trace))
 
 
 @require_GET
@@ -121,8 +117,8 @@ def _status_context(trace) -> dict:
 
 
 def _refused(request, exc: ExplorerError):
-    if _htmx(request):
-        return render(request, "explorer/_trace.html", {"error": str(exc)}, status=exc.status)
+    if request.htmx:
+        return render(request, "explorer/_trace-live.html", {"error": str(exc)}, status=exc.status)
     context = {"choices": selectors.source_choices(user=request.user), "problem": str(exc), "view": {},
                "cameras": CAMERAS, "boot": {"view": {}, "source": None, "checkpoints": [], "urls": {}}}
     return render(request, "explorer/page.html", context, status=exc.status)
