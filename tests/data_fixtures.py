@@ -52,12 +52,12 @@ def tiny_corpus(user):
 
 def make_bpe(*, corpus, owner, name="tiny-bpe", vocab_size=300, pattern="gpt4"):
     """A trained BPE tokenizer row, trained in this process (the glue tests run the real job)."""
-    from apps.corpora import files
-    from apps.corpora.models import JobStatus
+    from apps.system import files
+    from apps.system.models import JobStatus
 
     tok = toklib.train_bpe(corpus.file.read_text(encoding="utf-8"), vocab_size, pattern, name=name)
     relative = f"tokenizers/bpe-{name}"
-    toklib.save_bpe(tok, files.artifacts() / relative)
+    toklib.save_bpe(tok, files.artifact_path(relative))
     return Tokenizer.objects.create(
         name=name, kind=Tokenizer.Kind.BPE, corpus=corpus, owner=owner, vocab_size=vocab_size, pattern=pattern,
         special_tokens=[toklib.ENDOFTEXT], status=JobStatus.SUCCEEDED, progress=1.0, path=relative,
@@ -86,7 +86,7 @@ def no_enqueue(monkeypatch):
 
 def artifact_files(sub=""):
     """Every file under ARTIFACTS_DIR/<sub> (to check that nothing half-written is left behind)."""
-    from apps.corpora import files
+    from apps.system import files
 
-    root = files.artifacts() / sub
+    root = files.artifact_path(sub)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []

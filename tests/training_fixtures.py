@@ -4,7 +4,7 @@ tiny model configs (a few dozen steps train in well under a second), and helpers
 import pytest
 
 from apps.corpora import services as corpora_services
-from apps.corpora.models import JobStatus
+from apps.system.models import JobStatus
 from apps.tokenization import services as tokenization_services
 from apps.training import services
 from apps.training.models import Run

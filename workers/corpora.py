@@ -94,7 +94,8 @@ def corpus_encode(*, shards_id: int) -> str:
     """Encode the shards row's corpus with its tokenizer. Returns the final status."""
     from django.conf import settings
 
-    from apps.corpora import files, services
+    from apps.corpora import services
+    from apps.system import files
     from apps.tokenization.selectors import tokenizer_runtime
     from workers.gpt.data import TokenWriter, dtype_for_vocab
 

@@ -5,7 +5,6 @@ update live). A clean shutdown says goodbye; a killed worker simply stops beatin
 Signal handlers run in the worker's main process: the pools we use (solo, threads) run tasks there too.
 """
 
-import asyncio
 import logging
 import os
 import platform
@@ -51,7 +50,6 @@ class Heartbeat(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
-        from channels.layers import get_channel_layer
         from django.conf import settings
 
         from apps.system import realtime
@@ -59,23 +57,18 @@ class Heartbeat(threading.Thread):
         from workers.devices import describe_device
 
         self.device = describe_device()
-        layer = get_channel_layer()
-        loop = asyncio.new_event_loop()  # one loop for the thread's life: channels-redis keeps its pool per loop
         while not self.stopping.is_set():
             status = self.status()
             try:
                 worker_record_heartbeat(status=status)
-                loop.run_until_complete(layer.group_send(realtime.workers_group(), realtime.heartbeat_event(status)))
             except Exception:  # Redis hiccup: keep beating, the next beat repairs the picture
-                log.warning("heartbeat not delivered", exc_info=True)
+                log.warning("heartbeat not recorded", exc_info=True)
+            realtime.publish(realtime.workers_group(), realtime.heartbeat_event(status))
             self.wake.wait(settings.WORKER_HEARTBEAT_SECONDS)
             self.wake.clear()
-        loop.close()
+        realtime.publish_thread_close()
 
     def say_goodbye(self) -> None:
-        from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
-
         from apps.system import realtime
         from apps.system.services import worker_record_gone
 
@@ -83,11 +76,9 @@ class Heartbeat(threading.Thread):
         self.wake.set()
         try:
             worker_record_gone(name=self.identity["name"])
-            async_to_sync(get_channel_layer().group_send)(
-                realtime.workers_group(), realtime.worker_gone_event(self.identity["name"])
-            )
         except Exception:
-            log.warning("goodbye not delivered", exc_info=True)
+            log.warning("goodbye not recorded", exc_info=True)
+        realtime.publish(realtime.workers_group(), realtime.worker_gone_event(self.identity["name"]))
 
 
 _heartbeat: Heartbeat | None = None

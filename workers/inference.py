@@ -11,17 +11,16 @@ reload.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import logging
 import secrets
-import threading
 import time
 
 from django.conf import settings
 
 from apps.inference import realtime, services
 from apps.inference.models import Generation
+from apps.system.realtime import publish
 from workers.model_cache import model_cache, model_spec
 
 log = logging.getLogger(__name__)
@@ -29,26 +28,6 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.1  # a batch of tokens goes out at least this often...
 FLUSH_TOKENS = 32  # ...or when it holds this many
 STOP_CHECK_SECONDS = 0.05  # the stop flag is read at most this often (and at every flush)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# publishing from a worker thread
-
-_local = threading.local()
-
-
-def publish(group: str, event: dict) -> None:
-    """group_send from a worker thread, on that thread's own event loop (channels-redis pools connections per loop,
-    so one loop per thread for its whole life keeps them)."""
-    from channels.layers import get_channel_layer
-
-    loop = getattr(_local, "loop", None)
-    if loop is None:
-        loop = _local.loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(get_channel_layer().group_send(group, event))
-    except Exception:  # a Redis hiccup must not kill the generation: the row still gets the result
-        log.warning("event not delivered to %s", group, exc_info=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

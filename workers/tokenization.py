@@ -72,7 +72,7 @@ def tokenizer_train(*, tokenizer_id: int) -> str:
     """Train the tokenizer row's BPE. Returns the final status."""
     from django.conf import settings
 
-    from apps.corpora import files
+    from apps.system import files
     from apps.tokenization import analysis, services
 
     row = services.tokenizer_mark_running(tokenizer_id=tokenizer_id)
@@ -82,7 +82,7 @@ def tokenizer_train(*, tokenizer_id: int) -> str:
         services.tokenizer_mark_failed(tokenizer_id=tokenizer_id, error="its corpus was deleted before training began")
         return "failed"
     started = time.monotonic()
-    parent = files.artifacts() / "tokenizers"
+    parent = files.artifact_path("tokenizers")
     work = files.temp_dir(parent, f"bpe-{tokenizer_id}")
     final = parent / f"bpe-{row.name}"
     ctx = multiprocessing.get_context("spawn")
@@ -150,7 +150,7 @@ def tokenizer_train(*, tokenizer_id: int) -> str:
             tok = toklib.load_bpe(work)  # what tiktoken will run: check it loads and matches its sha256
             files.remove(final)
             os.replace(work, final)
-            services.tokenizer_mark_succeeded(tokenizer_id=tokenizer_id, path=str(final.relative_to(files.artifacts())),
+            services.tokenizer_mark_succeeded(tokenizer_id=tokenizer_id, path=files.artifact_relative(final),
                                               n_vocab=tok.n_vocab, n_merges=tok.n_merges,
                                               fingerprint=analysis.fingerprint(tok),
                                               train_seconds=time.monotonic() - started)

@@ -10,7 +10,6 @@ Redis at once, and notices when the lease was lost), and a Recorder (every FLUSH
 to the database, then publishes them), so the loop never waits on the database or the network.
 """
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -26,6 +25,7 @@ import torch
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from apps.system.realtime import publish, publish_thread_close
 from apps.training import realtime, services, sources
 from apps.training.models import Run, RunEvent, run_dir
 from workers.devices import describe_device
@@ -536,16 +536,15 @@ class Recorder(threading.Thread):
             self.samples.append((step, text))
 
     def run(self) -> None:
-        loop = asyncio.new_event_loop()  # one loop for the thread's life: channels-redis keeps a pool per loop
         try:
             while not self.stopping.wait(FLUSH_SECONDS):
-                self.flush(loop)
-            self.flush(loop)
+                self.flush()
+            self.flush()
         finally:
-            loop.close()
+            publish_thread_close()
             connection.close()
 
-    def flush(self, loop=None) -> None:
+    def flush(self) -> None:
         with self.lock:
             steps, evals, samples, progress = self.steps, self.evals, self.samples, self.progress
             self.steps, self.evals, self.samples = [], [], []
@@ -556,7 +555,7 @@ class Recorder(threading.Thread):
             return
         try:
             ok = services.run_record(run_id=self.run_id, token=self.token, steps=steps, evals=evals, samples=samples,
-                                     progress=progress, loop=loop)
+                                     progress=progress)
         except Exception:
             log.warning("run %s: could not record %d steps; trying again", self.run_id, len(steps), exc_info=True)
             close_old_connections()
@@ -570,7 +569,7 @@ class Recorder(threading.Thread):
             self.steps[:0], self.evals[:0], self.samples[:0] = steps, evals, samples
 
     def publish_preparing(self, state) -> None:
-        realtime.publish(realtime.run_group(self.run_id), realtime.preparing_event(
+        publish(realtime.run_group(self.run_id), realtime.preparing_event(
             self.run_id, progress=state.progress, eta_seconds=state.eta_seconds))
 
     def close(self) -> None:

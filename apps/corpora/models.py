@@ -6,19 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
-class JobStatus(models.TextChoices):
-    """The life of a long job (encoding shards, training a tokenizer). Terminal: succeeded, failed, cancelled."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @classmethod
-    def active(cls) -> tuple[str, str]:
-        return (cls.QUEUED, cls.RUNNING)
+from apps.system import files
+from apps.system.models import Job
 
 
 class CorpusQuerySet(models.QuerySet):
@@ -59,14 +48,14 @@ class Corpus(models.Model):
 
     @property
     def file(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / self.path
+        return files.artifact_path(self.path)
 
     @property
     def split(self) -> dict:
         return self.stats.get("split", {})
 
 
-class Shards(models.Model):
+class Shards(Job):
     """A corpus encoded by a tokenizer into two token files (train, val) under ARTIFACTS_DIR/shards/<cache_key>/.
 
     The files are written by workers.gpt.data.TokenWriter and read with workers.gpt.data.open_tokens (a 24-byte header
@@ -78,12 +67,9 @@ class Shards(models.Model):
     tokenizer = models.ForeignKey("tokenization.Tokenizer", on_delete=models.CASCADE, related_name="shards")
     cache_key = models.CharField(max_length=64, db_index=True)
     val_fraction = models.FloatField()
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
     progress = models.FloatField(default=0.0, help_text="0..1, share of the corpus's characters encoded")
     rate = models.FloatField(null=True, blank=True, help_text="characters per second")
     tokens_per_second = models.FloatField(null=True, blank=True)
-    eta_seconds = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True)
     dtype = models.CharField(max_length=6, blank=True, help_text="uint16 or uint32")
     train_path = models.CharField(max_length=300, blank=True)
     val_path = models.CharField(max_length=300, blank=True)
@@ -93,14 +79,8 @@ class Shards(models.Model):
     tokens_per_byte = models.FloatField(null=True, blank=True)
     elapsed_seconds = models.FloatField(null=True, blank=True)
     reused = models.BooleanField(default=False, help_text="taken from the cache: another row encoded the same text")
-    cancel_requested = models.BooleanField(default=False)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
-    task_id = models.CharField(max_length=64, blank=True)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-    updated = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created", "-id"]

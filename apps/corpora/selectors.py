@@ -8,7 +8,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models import QuerySet
 
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora.models import Corpus, Shards
+from apps.system import files
+from apps.system.models import JobStatus
 
 PREVIEW_BYTES = 6000
 DEFAULT_CORPUS_NAME = "Shakespeare"
@@ -84,9 +86,8 @@ def shards_may_control(*, shards: Shards, user) -> bool:
 
 
 def shards_files_exist(*, shards: Shards) -> bool:
-    root = Path(settings.ARTIFACTS_DIR)
-    return bool(shards.train_path and shards.val_path) and (root / shards.train_path).is_file() and (
-        root / shards.val_path).is_file()
+    return bool(shards.train_path and shards.val_path) and files.artifact_path(shards.train_path).is_file() and (
+        files.artifact_path(shards.val_path).is_file())
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ def shards_files(*, shards_id: int) -> ShardFiles:
     if not shards_files_exist(shards=shards):
         raise ValueError(f"the token files of shards {shards_id} are missing under {settings.ARTIFACTS_DIR}: "
                          f"encode {shards.corpus} with {shards.tokenizer} again")
-    root = Path(settings.ARTIFACTS_DIR)
-    return ShardFiles(train=root / shards.train_path, val=root / shards.val_path, dtype=shards.dtype,
+    return ShardFiles(train=files.artifact_path(shards.train_path), val=files.artifact_path(shards.val_path),
+                      dtype=shards.dtype,
                       n_train_tokens=shards.n_train_tokens, n_val_tokens=shards.n_val_tokens,
                       n_vocab=shards.tokenizer.n_vocab, tokenizer_name=shards.tokenizer.name)
 

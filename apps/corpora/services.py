@@ -13,9 +13,13 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from apps.corpora import files, realtime, selectors
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora import realtime, selectors
+from apps.corpora.models import Corpus, Shards
 from apps.corpora.text import CorpusInputError, corpus_stats, count_lines, decode_utf8, join_documents, split_point
+from apps.system import files
+from apps.system.models import JobStatus
+from apps.system.realtime import publish
+from apps.system.services import job_request_cancel
 
 BUNDLED_DIR = Path(settings.BASE_DIR) / "data" / "corpora"
 BUNDLED = [
@@ -28,7 +32,6 @@ BUNDLED = [
                     "chinese-poetry collection (MIT)."},
 ]
 MAX_FILES = 100
-STALE_SECONDS = 60  # a running job silent this long may be cancelled at once (its worker is probably gone)
 
 
 @dataclass
@@ -54,7 +57,7 @@ def corpus_create(*, name: str, description: str = "", owner=None, uploads: list
     if not name:
         raise CorpusInputError("Give the corpus a name.")
     data, fields = _prepare(uploads=uploads, text=text, val_fraction=val_fraction)
-    path = files.artifacts() / fields["path"]
+    path = files.artifact_path(fields["path"])
     created_file = not path.exists()
     if created_file:
         files.write_atomic(path, data)
@@ -127,7 +130,7 @@ def corpus_seed_defaults() -> list[Corpus]:
             continue
         if not existing.file.exists():
             data, fields = _prepare(uploads=[Upload(spec["file"], raw)], text="", val_fraction=existing.val_fraction)
-            files.write_atomic(files.artifacts() / fields["path"], data)
+            files.write_atomic(files.artifact_path(fields["path"]), data)
             Corpus.objects.filter(id=existing.id).update(**fields)
             existing.refresh_from_db()
         seeded.append(existing)
@@ -176,7 +179,7 @@ def shards_cache_key(*, corpus: Corpus, tokenizer) -> str:
 
 
 def shards_dir(cache_key: str) -> Path:
-    return files.artifacts() / "shards" / cache_key
+    return files.artifact_path("shards", cache_key)
 
 
 def shards_ensure(*, corpus_id: int, tokenizer_id: int, user=None) -> Shards:
@@ -254,25 +257,6 @@ def shards_cancel(*, shards: Shards, user) -> Shards:
     return shards
 
 
-def job_request_cancel(model, pk: int):
-    """Ask a long job's row (Shards, Tokenizer) to stop; return (row, whether it was still active).
-
-    A queued job, or one whose worker has gone silent for STALE_SECONDS, is cancelled at once; a running one sees
-    cancel_requested at its next batch, removes what it wrote and reports cancelled itself."""
-    with transaction.atomic():
-        job = model.objects.select_for_update().get(id=pk)
-        if job.status not in JobStatus.active():
-            return job, False
-        stale = (timezone.now() - job.updated).total_seconds() > STALE_SECONDS
-        if job.status == JobStatus.QUEUED or stale:
-            job.error = "" if job.status == JobStatus.QUEUED else "its worker stopped reporting"
-            job.status = JobStatus.CANCELLED
-            job.finished = timezone.now()
-        job.cancel_requested = True
-        job.save()
-    return job, True
-
-
 def shards_remove_files_if_unused(*, cache_key: str) -> None:
     """Delete the token files of a cache key once no shards row refers to them."""
     if not Shards.objects.filter(cache_key=cache_key).exists():
@@ -303,8 +287,8 @@ def shards_record_progress(*, shards_id: int, done_chars: int, total_chars: int,
         progress=done_chars / total_chars if total_chars else 1.0, rate=rate, eta_seconds=eta,
         tokens_per_second=tokens / elapsed if elapsed > 0 else None, updated=timezone.now())
     shards = Shards.objects.select_related("tokenizer").get(id=shards_id)
-    realtime.publish(realtime.corpus_group(shards.corpus_id),
-                     realtime.shards_progress_event(selectors.shards_view(shards)))
+    publish(realtime.corpus_group(shards.corpus_id),
+            realtime.shards_progress_event(selectors.shards_view(shards)))
     return shards.cancel_requested
 
 
@@ -347,4 +331,4 @@ def _finish(shards_id: int, status: str, error: str) -> None:
 
 
 def _publish_state(shards: Shards) -> None:
-    realtime.publish(realtime.corpus_group(shards.corpus_id), realtime.shards_state_event(selectors.shards_view(shards)))
+    publish(realtime.corpus_group(shards.corpus_id), realtime.shards_state_event(selectors.shards_view(shards)))

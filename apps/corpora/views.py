@@ -20,10 +20,6 @@ from apps.tokenization.selectors import tokenizer_list
 SLACK_BYTES = 1024 * 1024  # multipart framing and form fields on top of the text itself
 
 
-def _htmx(request) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 def _corpus_or_404(request, corpus_id: int) -> Corpus:
     try:
         return selectors.corpus_get(corpus_id=corpus_id, user=request.user)
@@ -127,7 +123,7 @@ def split(request, corpus_id: int):
     context = _detail_context(request, corpus, split_error=error)
     if not form.is_valid():
         context["split_form"] = form
-    if _htmx(request):
+    if request.htmx:
         return render(request, "corpora/_split.html", context, status=status)
     return render(request, "corpora/detail.html", context, status=status)
 
@@ -150,7 +146,7 @@ def encode(request, corpus_id: int):
     else:
         error, status = "Choose a tokenizer that has finished training.", 400
     context = _detail_context(request, corpus, encode_error=error, encode_notice=notice)
-    if _htmx(request):
+    if request.htmx:
         return render(request, "corpora/_shards.html", context, status=status)
     return render(request, "corpora/detail.html", context, status=status)
 
@@ -167,7 +163,7 @@ def shards_cancel(request, shards_id: int):
         services.shards_cancel(shards=shards, user=request.user)
     except PermissionDenied as exc:
         messages.error(request, str(exc))
-    if _htmx(request):
+    if request.htmx:
         return render(request, "corpora/_shards.html", _detail_context(request, corpus))
     return redirect("corpora:detail", corpus_id=corpus.id)
 

@@ -33,7 +33,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         notice = "This socket only sends a trace's progress; messages to it are ignored."
-        await self.send(text_data=render_to_string("explorer/_notice.html", {"message": notice}))
+        await self.send(text_data=render_to_string("explorer/_explorer-notice.html", {"message": notice}))
 
     async def explorer_status(self, event):
         await self.send_status(phase=event.get("phase", ""))
@@ -44,7 +44,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
             await self.close(code=NOT_FOUND)
             return
         view = selectors.trace_view(trace) | {"phase": phase}
-        await self.send(text_data=render_to_string("explorer/_status.html", {"trace": view, "oob": True}))
+        await self.send(text_data=render_to_string("explorer/_trace-status.html", {"trace": view, "oob": True}))
         if not trace.pending:
             await self.close()  # 1000: the ws extension does not reconnect after a normal close
 

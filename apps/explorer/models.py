@@ -7,9 +7,10 @@ lives under ARTIFACTS_DIR/explorer/traces/<key>.lltr; this row says whether it i
 
 from pathlib import Path
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from apps.system import files
 
 
 class Trace(models.Model):
@@ -55,7 +56,7 @@ class Trace(models.Model):
 
     @property
     def file(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / trace_path(self.key)
+        return files.artifact_path(trace_path(self.key))
 
     @property
     def pending(self) -> bool:

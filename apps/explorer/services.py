@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -12,14 +9,12 @@ from django.utils import timezone
 from apps.explorer import realtime
 from apps.explorer.models import Trace
 from apps.explorer.selectors import ExplorerError, source_get, trace_key
-from apps.system.redisconn import redis_client
-
-log = logging.getLogger(__name__)
+from apps.system import limits
+from apps.system.realtime import publish
 
 
 class RateLimited(ExplorerError):
-    def __init__(self, message: str):
-        super().__init__(message, status=429)
+    """Too many new traces (429), or the limiter cannot count them now (503)."""
 
 
 def text_clean(*, text: str) -> str:
@@ -79,24 +74,16 @@ def _enqueue(trace: Trace) -> None:
 
 
 def rate_check(*, client: str, user) -> None:
-    """At most EXPLORER_TRACES_PER_MINUTE new traces per client and minute (twice that signed in). A fixed window
-    in Redis: cheap, shared by every web process, and forgiving of a burst at a minute's edge."""
+    """At most EXPLORER_TRACES_PER_MINUTE new traces per client and minute (twice that signed in); RateLimited (429,
+    or 503 when the limiter cannot reach Redis: see apps.system.limits) otherwise."""
     limit = settings.EXPLORER_TRACES_PER_MINUTE * (2 if user is not None and user.is_authenticated else 1)
-    who = f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{client}"
-    window = int(time.time() // 60)
-    key = f"lab:explorer:rate:{who}:{window}"
+    who = f"user:{user.pk}" if user is not None and user.is_authenticated else client
     try:
-        pipe = redis_client().pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count = pipe.execute()[0]
-    except Exception:  # Redis down: the queue is down too, and the task's send will say so
-        log.warning("explorer rate limit unavailable", exc_info=True)
-        return
-    if count > limit:
-        wait = 60 - int(time.time()) % 60
-        raise RateLimited(f"That is {limit} new traces this minute, the most the explorer computes for one visitor: "
-                          f"try again in {wait} s (texts already traced still open at once).")
+        limits.rate_limit(scope="explorer.trace", who=who, limit=limit,
+                          message=f"That is {limit} new traces this minute, the most the explorer computes for one "
+                                  "visitor: try again in {retry_after} s (texts already traced still open at once).")
+    except limits.RateLimited as e:
+        raise RateLimited(str(e), status=e.status) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -110,14 +97,14 @@ def trace_start(*, trace_id: int, worker: str) -> Trace | None:
     if not updated:
         return None
     trace = Trace.objects.get(pk=trace_id)
-    realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status,
-                                                                             phase="loading the model"))
+    publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status,
+                                                                    phase="loading the model"))
     return trace
 
 
 def trace_phase(*, trace: Trace, phase: str) -> None:
     """Tell a watching page what the worker is doing now (not stored: it lasts a fraction of a second)."""
-    realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status, phase=phase))
+    publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status, phase=phase))
 
 
 def trace_finish(*, trace: Trace, n_tokens: int, text_tokens: int, notes: list[str], size_bytes: int,
@@ -125,7 +112,7 @@ def trace_finish(*, trace: Trace, n_tokens: int, text_tokens: int, notes: list[s
     Trace.objects.filter(pk=trace.pk).update(
         status=Trace.Status.READY, error="", n_tokens=n_tokens, text_tokens=text_tokens, notes=notes,
         size_bytes=size_bytes, compute_ms=compute_ms, load_ms=load_ms, finished=timezone.now())
-    realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=Trace.Status.READY))
+    publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=Trace.Status.READY))
     trace_cache_prune(max_bytes=settings.EXPLORER_CACHE_MAX_BYTES)
 
 
@@ -133,7 +120,7 @@ def trace_fail(*, trace_id: int, error: str) -> None:
     Trace.objects.filter(pk=trace_id).update(status=Trace.Status.FAILED, error=error, finished=timezone.now())
     trace = Trace.objects.filter(pk=trace_id).first()
     if trace is not None:
-        realtime.publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status))
+        publish(realtime.trace_group(trace.key), realtime.status_event(trace.key, status=trace.status))
 
 
 def trace_cache_prune(*, max_bytes: int) -> int:

@@ -13,14 +13,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.explorer import selectors, services
 from apps.explorer.selectors import ExplorerError
+from apps.system.limits import client_address
 from apps.system.selectors import worker_list
 
 DEFAULT_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.")
 CAMERAS = ("angle", "front", "side", "top")
-
-
-def _htmx(request) -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 def _int(value, default: int = 0) -> int:
@@ -74,18 +71,18 @@ def trace_request(request):
         return _refused(request, ExplorerError("That text is far over the size limit: paste a shorter passage.",
                                                status=413))
     try:
-        trace = services.trace_request(ref=ref, text=text, user=request.user, client=_client(request))
+        trace = services.trace_request(ref=ref, text=text, user=request.user, client=client_address(request))
     except ExplorerError as exc:
         return _refused(request, exc)
-    if not _htmx(request):
+    if not request.htmx:
         return redirect(reverse("explorer:page") + "?" + urlencode({"model": ref, "text": text}))
-    return render(request, "explorer/_trace.html", _status_context(trace))
+    return render(request, "explorer/_trace-live.html", _status_context(trace))
 
 
 @require_GET
 def trace_status(request, key: str):
     trace = _visible_trace(request, key)
-    return render(request, "explorer/_status.html", _status_context(trace))
+    return render(request, "explorer/_trace-status.html", _status_context(trace))
 
 
 @require_GET
@@ -120,8 +117,8 @@ def _status_context(trace) -> dict:
 
 
 def _refused(request, exc: ExplorerError):
-    if _htmx(request):
-        return render(request, "explorer/_trace.html", {"error": str(exc)}, status=exc.status)
+    if request.htmx:
+        return render(request, "explorer/_trace-live.html", {"error": str(exc)}, status=exc.status)
     context = {"choices": selectors.source_choices(user=request.user), "problem": str(exc), "view": {},
                "cameras": CAMERAS, "boot": {"view": {}, "source": None, "checkpoints": [], "urls": {}}}
     return render(request, "explorer/page.html", context, status=exc.status)
@@ -135,10 +132,6 @@ def _picked(choices, source) -> str:
     if any(s.ref == source.ref for s in options):
         return source.ref
     return next((s.ref for s in options if s.kind == "checkpoint" and s.run_id == source.run_id), "")
-
-
-def _client(request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
 
 
 def _source_json(source) -> dict | None:

@@ -34,6 +34,7 @@ from apps.inference import realtime, services
 from apps.inference.models import Generation
 from apps.inference.services import InferenceError
 from apps.registry.models import Model
+from apps.system.limits import client_address
 
 MAX_BODY_BYTES = 512 * 1024
 NEVER = -9999.0  # the logprob reported for a probability that underflowed to 0
@@ -59,7 +60,7 @@ def error_response(message: str, *, status: int = 400, param: str | None = None,
 
 
 def _error(e: InferenceError) -> JsonResponse:
-    headers = {"Retry-After": "60"} if e.status == 429 else None
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
     return error_response(str(e), status=e.status, param=e.param, code=e.code, headers=headers)
 
 
@@ -195,15 +196,11 @@ def _create(request, body: dict, *, chat: bool):
     params, top = _params(body, chat=chat)
     if chat:
         generation = services.generation_create(user=user, model_ref=model, mode="chat", messages=_messages(body),
-                                                params=params, via="api", client=_client(request))
+                                                params=params, via="api", client=client_address(request))
     else:
         generation = services.generation_create(user=user, model_ref=model, mode="completion", prompt=_prompt(body),
-                                                params=params, via="api", client=_client(request))
+                                                params=params, via="api", client=client_address(request))
     return generation, top
-
-
-def _client(request) -> str:
-    return request.META.get("REMOTE_ADDR", "?")
 
 
 def _start(generation):

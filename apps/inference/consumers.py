@@ -5,6 +5,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.inference import realtime, selectors, services
 from apps.inference.models import Generation
+from apps.system.limits import client_address
 
 MAX_MESSAGE_BYTES = 256 * 1024  # a prompt of INFERENCE_MAX_PROMPT_CHARS fits; anything larger is refused unread
 MAX_RUNNING = 4  # generations one page may have running at once (compare mode needs two)
@@ -71,7 +72,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         generation = await database_sync_to_async(services.generation_create)(
             user=user, model_ref=message.get("model"), mode=message.get("mode") or "completion",
             prompt=message.get("prompt") or "", messages=message.get("messages"), params=message.get("params") or {},
-            via="web", client=self.client_address())
+            via="web", client=client_address(self.scope))
         await self.start(generation, panel)
 
     async def branch(self, message: dict, panel):
@@ -79,7 +80,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         parent = await self._controlled(message.get("generation"))
         generation = await database_sync_to_async(services.generation_branch)(
             parent=parent, index=message.get("index"), token_id=message.get("token"), user=self.scope.get("user"),
-            client=self.client_address())
+            client=client_address(self.scope))
         await self.start(generation, panel)
 
     async def stop(self, message: dict):
@@ -135,10 +136,6 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         generation = Generation.objects.filter(pk=generation_id).first()
         if generation is not None and not generation.finished_state:
             services.generation_stop(generation=generation, reason=reason)
-
-    def client_address(self) -> str:
-        client = self.scope.get("client") or ["?"]
-        return str(client[0])
 
     async def send_json(self, data: dict):
         await self.send(text_data=json.dumps(data))

@@ -6,9 +6,6 @@ first token (`offset`), and the final state event carries the token count, so a 
 it and fetches the stored generation instead. Both web-page sockets and API requests listen to these groups.
 """
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
 TOKENS = "inference.tokens"  # a batch of new tokens (every few tokens or ~100 ms), each with its probabilities
 STATE = "inference.state"  # the generation changed state: loading the model, running, or finished (always sent last)
 
@@ -28,19 +25,9 @@ def stop_key(generation_id: int) -> str:
     return f"lab:inference:stop:{generation_id}"
 
 
-def rate_key(who: str, window: int) -> str:
-    """Redis counter of generations started by an anonymous client in one rate-limit window."""
-    return f"lab:inference:rate:{who}:{window}"
-
-
 def tokens_event(uid: str, *, offset: int, tokens: list[dict]) -> dict:
     return {"type": TOKENS, "generation": uid, "offset": offset, "tokens": tokens}
 
 
 def state_event(uid: str, *, status: str, **fields) -> dict:
     return {"type": STATE, "generation": uid, "status": status, **fields}
-
-
-def publish(group: str, event: dict) -> None:
-    """Send an event from synchronous web-side code (a worker thread uses workers.inference.publish instead)."""
-    async_to_sync(get_channel_layer().group_send)(group, event)

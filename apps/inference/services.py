@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-import time
 
 from django.conf import settings
 from django.db import transaction
@@ -23,6 +22,8 @@ from django.utils import timezone
 from apps.inference import realtime
 from apps.inference.models import ApiToken, Generation
 from apps.registry.services import RegistryError
+from apps.system.realtime import publish
+from apps.system import limits
 from apps.system.redisconn import redis_client
 
 MAX_STOP_STRINGS = 4
@@ -37,11 +38,13 @@ class InferenceError(ValueError):
     """A request that cannot be served; the message says why and what to do. `param` names the offending field (the
     API reports it), `status` the HTTP status, `code` an OpenAI-style error code."""
 
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None):
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
         self.param = param
         self.status = status
         self.code = code
+        self.retry_after = retry_after  # seconds, for a Retry-After header
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def generation_stop(*, generation: Generation, reason: str = Generation.StopReas
     if stopped:  # no worker has it, so no worker will send the final event: send it here
         event = realtime.state_event(str(generation.uid), status=Generation.Status.STOPPED, stop_reason=reason,
                                      n_tokens=len(generation.prefix or []), text="", stats={}, notes=[], error="")
-        transaction.on_commit(lambda: realtime.publish(realtime.completion_group(generation.pk), event))
+        transaction.on_commit(lambda: publish(realtime.completion_group(generation.pk), event))
 
 
 def generation_may_control(*, generation: Generation, user) -> bool:
@@ -249,20 +252,18 @@ def generation_finish(*, generation_id: int, status: str, stop_reason: str, toke
 
 
 def rate_limit(*, user, client: str) -> None:
-    """Count a generation against an anonymous client's per-minute budget; InferenceError 429 when it is spent."""
+    """Count a generation against an anonymous client's per-minute budget; InferenceError 429 when it is spent (503
+    when the limiter cannot reach Redis: see apps.system.limits)."""
     if user is not None and user.is_authenticated:
         return
     limit = settings.INFERENCE_ANON_PER_MINUTE
-    window = int(time.time() // 60)
-    key = realtime.rate_key(hashlib.sha256(client.encode()).hexdigest()[:16], window)
-    r = redis_client()
-    count = r.incr(key)
-    if count == 1:
-        r.expire(key, 120)
-    if count > limit:
-        wait = 60 - int(time.time() % 60)
-        raise InferenceError(f"Anonymous use is limited to {limit} generations a minute: try again in {wait} s, or "
-                             f"sign in (or use an API token) for more.", status=429, code="rate_limit_exceeded")
+    try:
+        limits.rate_limit(scope="inference.generate", who=client, limit=limit,
+                          message=f"Anonymous use is limited to {limit} generations a minute: try again in "
+                                  "{retry_after} s, or sign in (or use an API token) for more.")
+    except limits.RateLimited as e:
+        code = "rate_limit_exceeded" if e.status == 429 else "rate_limiter_unavailable"
+        raise InferenceError(str(e), status=e.status, code=code, retry_after=e.retry_after) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from pathlib import Path
 from django import forms
 from django.conf import settings
 
-from apps.registry import files, services
+from apps.registry import services
+from apps.system import files
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HF_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
@@ -73,7 +74,7 @@ class ImportForm(forms.Form):
         if not uploads:
             return services.model_import_create(user=user, source_path=data["path"].strip(), name=data["name"],
                                                 publish=data["publish"])
-        tmp = files.temp_dir(files.artifacts() / "uploads", "model")
+        tmp = files.temp_dir(files.artifact_path("uploads"), "model")
         try:
             for f in uploads:
                 with open(tmp / Path(f.name).name, "wb") as out:

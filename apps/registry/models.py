@@ -12,6 +12,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.system import files
+from apps.system.models import Job
+
 
 class ModelQuerySet(models.QuerySet):
     def visible_to(self, user):
@@ -88,7 +91,7 @@ class Model(models.Model):
 
     @property
     def file(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / self.path
+        return files.artifact_path(self.path)
 
     @property
     def sidecar(self) -> Path:
@@ -112,18 +115,9 @@ def model_dir(model_id: int) -> str:
     return f"models/{model_id}"
 
 
-class ModelImport(models.Model):
+class ModelImport(Job):
     """An import job: a file (or a Hugging Face directory) being converted by an infer worker. The model row is made
     only when it succeeds, so a refused file leaves no model behind; this row keeps the reason for the page."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     name = models.CharField(max_length=100)
     source_path = models.CharField(max_length=500, help_text="the file or directory on the server")
@@ -131,22 +125,11 @@ class ModelImport(models.Model):
     publish = models.BooleanField(default=False, help_text="publish the model when the import succeeds")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="model_imports")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
     phase = models.CharField(max_length=80, blank=True)
-    error = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
     model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="imports")
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
 
     def __str__(self) -> str:
         return f"import {self.name} ({self.status})"
-
-    @property
-    def active(self) -> bool:
-        return self.status in self.ACTIVE

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from apps.registry.models import Model, ModelImport
 from apps.registry.services import RegistryError
+from apps.system import files
 from workers.gpt.config import GPTConfig
 
 
@@ -137,7 +137,7 @@ def model_tokenizer(model: Model):
 def _imported_tokenizer(path: str):
     from workers.gpt.tokenizers import load_imported
 
-    return load_imported(Path(settings.ARTIFACTS_DIR) / path)
+    return load_imported(files.artifact_path(path))
 
 
 def import_list(*, user) -> QuerySet[ModelImport]:

@@ -19,8 +19,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
-from apps.registry import files
 from apps.registry.models import Model, ModelImport, model_dir
+from apps.registry.weights import WeightsFileError, copy_tensors
+from apps.system import files
 from workers.gpt.config import GPTConfig, param_count
 from workers.gpt.formats.llmlab import sidecar_path
 
@@ -93,7 +94,7 @@ def _finish_files(*, tmp: Path, weights_name: str, **fields) -> Model:
         with transaction.atomic():
             model = Model.objects.create(path="", size_bytes=files.tree_size(tmp),
                                          sha256=files.sha256_file(tmp / weights_name), **fields)
-            final = files.artifacts() / model_dir(model.pk)
+            final = files.artifact_path(model_dir(model.pk))
             if final.exists():  # left by a model deleted outside the app: it is nobody's now
                 files.remove(final)
             tmp.rename(final)
@@ -106,7 +107,7 @@ def _finish_files(*, tmp: Path, weights_name: str, **fields) -> Model:
     except BaseException:
         files.remove(tmp)
         if model is not None and model.pk:  # the row was rolled back: its folder must go too
-            files.remove(files.artifacts() / model_dir(model.pk))
+            files.remove(files.artifact_path(model_dir(model.pk)))
         raise
     return model
 
@@ -132,7 +133,7 @@ def model_import_file(*, source: Path, name: str, owner=None, status: str = Mode
     else:
         imported = gguf.read_gguf(source, name=name)
     progress(0.7, "writing weights")
-    tmp = files.temp_dir(files.artifacts() / "models", "import")
+    tmp = files.temp_dir(files.artifact_path("models"), "import")
     try:
         ckpt = llmlab.write_checkpoint(imported, tmp)
     except BaseException:
@@ -266,15 +267,15 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
                             f"a newer one.", status=409)
     name = model_check_name(name) if name.strip() else _unique_name(f"{run.name} · step {checkpoint.step}")
     cfg = GPTConfig.from_dict(run.model_config)
-    tmp = files.temp_dir(files.artifacts() / "models", "promote")
+    tmp = files.temp_dir(files.artifact_path("models"), "promote")
     try:
         weights = tmp / src.name
-        files.copy_tensors(src, weights, keep=lambda key: key.startswith("model."))
+        copy_tensors(src, weights, keep=lambda key: key.startswith("model."))
         sidecar = json.loads(sidecar_path(src).read_text())
         sidecar.update(optimizer=None, rng_state={}, extra={**sidecar.get("extra", {}), "promoted_from": {
             "run": run.pk, "run_name": run.name, "step": checkpoint.step}})
         files.write_json(sidecar_path(weights), sidecar)
-    except files.WeightsFileError as e:
+    except WeightsFileError as e:
         files.remove(tmp)
         raise RegistryError(f"The checkpoint file cannot be read: {e}", status=409) from None
     except BaseException:
@@ -363,7 +364,7 @@ def _delete(model: Model) -> None:
             from apps.tokenization.services import tokenizer_imported_delete
 
             tokenizer_imported_delete(tokenizer_id=tokenizer.pk)
-    if directory is not None and directory.parent == files.artifacts() / "models":
+    if directory is not None and directory.parent == files.artifact_path("models"):
         transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 

@@ -141,7 +141,7 @@ def import_page(request):
 def import_jobs(request):
     _staff(request)
     jobs = list(selectors.import_list(user=request.user))
-    return render(request, "registry/_import_jobs.html", {"jobs": jobs, "polling": any(j.active for j in jobs)})
+    return render(request, "registry/_import-jobs.html", {"jobs": jobs, "polling": any(j.active for j in jobs)})
 
 
 @require_POST

@@ -54,4 +54,4 @@ class SystemConsumer(AsyncWebsocketConsumer):
 
     async def send_workers(self, health=None):
         context = {"workers": selectors.worker_list(self.workers), "health": health, "oob": True}
-        await self.send(text_data=render_to_string("system/_live.html", context))
+        await self.send(text_data=render_to_string("system/_workers.html", context))

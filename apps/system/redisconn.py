@@ -11,8 +11,9 @@ from django.conf import settings
 
 
 @cache
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+def redis_client(*, timeout: float = 5) -> redis.Redis:
+    """The shared client; `timeout` bounds each connect and reply (a request path that must not hang asks for less)."""
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=min(2, timeout), socket_timeout=timeout)
 
 
 def redis_reset() -> None:

@@ -14,8 +14,8 @@ def home(request):
 
 def status(request):
     context = {"workers": selectors.worker_list(), "health": selectors.health(), "gone_after": settings.WORKER_GONE_SECONDS}
-    if request.headers.get("HX-Request"):
-        return render(request, "system/_live.html", context)
+    if request.htmx:
+        return render(request, "system/_workers.html", context)
     return render(request, "system/status.html", context)
 
 

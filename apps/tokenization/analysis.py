@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 import regex
 
+from apps.system.templatetags.labtext import visible_whitespace
 from workers.gpt import tokenizers as toklib
 
 FIRST_WINDOW = 1500  # segments rendered with the page; the rest arrive as the user scrolls ("render lazily")
@@ -103,11 +104,6 @@ def encode(tok: toklib.Tokenizer, text: str, allow_special: bool = False) -> arr
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Playground panes
-
-
-def visible_whitespace(text: str) -> str:
-    """Spaces, tabs and newlines made visible (the newline itself kept, so lines still break)."""
-    return text.replace(" ", "·").replace("\t", "→").replace("\r", "␍").replace("\n", "↵\n")
 
 
 def _hex(b: bytes) -> str:

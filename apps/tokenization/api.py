@@ -12,8 +12,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.tokenization import analysis, selectors
-from apps.tokenization.limits import rate_limit_check, rate_limit_message
+from apps.system.limits import RateLimited, client_address
+from apps.tokenization import analysis, selectors, services
 from apps.tokenization.selectors import TokenizationError
 from workers.gpt import tokenizers as toklib
 
@@ -58,9 +58,10 @@ def _guarded(view, method: str = "POST"):
             response = _error(f"use {method}" + (" with a JSON body" if method == "POST" else ""), 405)
             response["Allow"] = method
             return response
-        retry = rate_limit_check(request=request, scope="api")
-        if retry is not None:
-            return _error(rate_limit_message(retry), 429, Retry_After=str(retry))
+        try:
+            services.tokenize_rate_limit(user=request.user, client=client_address(request), scope="api")
+        except RateLimited as exc:
+            return _error(str(exc), exc.status, Retry_After=str(exc.retry_after))
         try:
             return view(request)
         except TokenizationError as exc:

@@ -41,4 +41,4 @@ class TokenizerConsumer(AsyncWebsocketConsumer):
         await self.send_state(event["tokenizer"])
 
     async def send_state(self, view: dict):
-        await self.send(text_data=render_to_string("tokenization/_job.html", {"view": view, "oob": True}))
+        await self.send(text_data=render_to_string("tokenization/_training.html", {"view": view, "oob": True}))

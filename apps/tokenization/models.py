@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from apps.corpora.models import JobStatus
+from apps.system.models import Job, JobStatus
 
 
 class TokenizerQuerySet(models.QuerySet):
@@ -23,7 +23,7 @@ class TokenizerQuerySet(models.QuerySet):
         return self.filter(status=JobStatus.SUCCEEDED)
 
 
-class Tokenizer(models.Model):
+class Tokenizer(Job):
     class Kind(models.TextChoices):
         TIKTOKEN = "tiktoken", "built-in (tiktoken)"
         CHAR = "char", "character-level"
@@ -47,23 +47,13 @@ class Tokenizer(models.Model):
     n_merges = models.IntegerField(default=0)
     pattern = models.CharField(max_length=10, blank=True, help_text="the split pattern of a trained BPE")
     special_tokens = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    progress = models.FloatField(default=0.0)
     rate = models.FloatField(null=True, blank=True, help_text="merges per second while training")
-    eta_seconds = models.FloatField(null=True, blank=True)
     phase = models.CharField(max_length=40, blank=True, help_text="what a running job is doing now")
-    error = models.TextField(blank=True)
     # relative to ARTIFACTS_DIR: a directory (bpe: bpe.tiktoken + bpe.json) or a file (char: JSON); empty for tiktoken
     path = models.CharField(max_length=300, blank=True)
     # sha256 of what decides the ids (ranks + specials, or the characters); part of every shards cache key
     fingerprint = models.CharField(max_length=64, blank=True)
     train_seconds = models.FloatField(null=True, blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    task_id = models.CharField(max_length=64, blank=True)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-    updated = models.DateTimeField(auto_now=True)
 
     objects = TokenizerQuerySet.as_manager()
 

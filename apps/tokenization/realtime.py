@@ -1,8 +1,7 @@
-"""The tokenization socket's vocabulary: group names, event types and publish helpers. Spelled here and nowhere else.
+"""The tokenization socket's vocabulary: group names and event types. Spelled here and nowhere else;
+apps.system.realtime.publish sends them.
 
 A tokenizer's page listens to its group while it trains; each event carries the job's whole state."""
-
-from apps.corpora.realtime import publish  # noqa: F401  (one way to send from sync code, shared by both apps)
 
 TRAINING_PROGRESS = "tokenization.training_progress"  # merges done, rate, ETA (every ~0.3 s at most)
 TRAINING_STATE = "tokenization.training_state"  # status changed (running, succeeded, failed, cancelled)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Case, QuerySet, When
 
-from apps.corpora.models import JobStatus
+from apps.system import files
+from apps.system.models import JobStatus
 from apps.tokenization import analysis
 from apps.tokenization.models import Tokenizer
 from workers.gpt import tokenizers as toklib
@@ -78,7 +78,7 @@ def tokenizer_from_spec(*, spec: dict) -> toklib.Tokenizer:
 def _load(kind: str, name: str, path: str, fingerprint: str) -> toklib.Tokenizer:
     if kind == Tokenizer.Kind.TIKTOKEN:
         return toklib.get_builtin(name)
-    full = Path(settings.ARTIFACTS_DIR) / path
+    full = files.artifact_path(path)
     if kind == Tokenizer.Kind.CHAR:
         try:
             return toklib.CharTokenizer.from_json(full.read_text(encoding="utf-8"))

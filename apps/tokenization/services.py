@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from apps.corpora import files
-from apps.corpora.models import Corpus, JobStatus
-from apps.corpora.services import job_request_cancel
+from apps.corpora.models import Corpus
+from apps.system import files
+from apps.system.limits import rate_limit
+from apps.system.models import JobStatus
+from apps.system.realtime import publish
+from apps.system.services import job_request_cancel
 from apps.tokenization import analysis, realtime, selectors
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import TokenizationError
@@ -21,6 +25,17 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # names that would collide with the pages under /tokenizers/
 RESERVED_NAMES = {"library", "train", "char", "tokenize", "more", "decode", "api", "new", "static"}
 MAX_SPECIAL_TOKENS = 16
+
+
+def tokenize_rate_limit(*, user, client: str, scope: str) -> None:
+    """Anonymous visitors may tokenize TOKENIZE_ANON_PER_MINUTE times a minute per address and scope ("playground",
+    "api"); signed-in users are not limited. Raises apps.system.limits.RateLimited (429, or 503 without Redis)."""
+    if user is not None and user.is_authenticated:
+        return
+    limit = settings.TOKENIZE_ANON_PER_MINUTE
+    rate_limit(scope=f"tokenization.{scope}", who=client, limit=limit,
+               message=f"Too many requests: visitors who are not signed in may make {limit} a minute. Try again in "
+                       "{retry_after} s, or sign in to lift the limit.")
 
 
 def tokenizer_check_name(name: str) -> str:
@@ -79,7 +94,7 @@ def tokenizer_char_create(*, corpus: Corpus, name: str, user=None, builtin: bool
     tok = toklib.CharTokenizer(alphabet, name=name)
     data = tok.to_json().encode("utf-8")
     relative = f"tokenizers/char-{name}.json"
-    path = files.artifacts() / relative
+    path = files.artifact_path(relative)
     files.write_atomic(path, data)
     try:
         return Tokenizer.objects.create(
@@ -98,9 +113,9 @@ def tokenizer_seed_defaults(*, shakespeare: Corpus | None) -> list[Tokenizer]:
         row = Tokenizer.objects.filter(name="shakespeare-char").first()
         if row is None:
             row = tokenizer_char_create(corpus=shakespeare, name="shakespeare-char", builtin=True)
-        elif not (files.artifacts() / row.path).exists():  # its file went missing: write it again, keep the row
+        elif not (files.artifact_path(row.path)).exists():  # its file went missing: write it again, keep the row
             tok = toklib.CharTokenizer(shakespeare.stats["alphabet"], name=row.name)
-            files.write_atomic(files.artifacts() / row.path, tok.to_json().encode("utf-8"))
+            files.write_atomic(files.artifact_path(row.path), tok.to_json().encode("utf-8"))
         rows.append(row)
     return rows
 
@@ -193,7 +208,7 @@ def tokenizer_delete(*, tokenizer: Tokenizer, user) -> None:
     for key in keys:
         shards_remove_files_if_unused(cache_key=key)
     if path:
-        files.remove(files.artifacts() / path)
+        files.remove(files.artifact_path(path))
 
 
 # Called by the worker's glue (workers/tokenization.py) -------------------------------------------------------------
@@ -217,7 +232,7 @@ def tokenizer_record_progress(*, tokenizer_id: int, done: int, total: int, elaps
         progress=done / total if total else 0.0, rate=rate, eta_seconds=(total - done) / rate if rate else None,
         phase=phase[:40], updated=timezone.now())
     row = Tokenizer.objects.get(id=tokenizer_id)
-    realtime.publish(realtime.tokenizer_group(row.id), realtime.training_progress_event(selectors.tokenizer_view(row)))
+    publish(realtime.tokenizer_group(row.id), realtime.training_progress_event(selectors.tokenizer_view(row)))
     return row.cancel_requested
 
 
@@ -247,4 +262,4 @@ def _finish(tokenizer_id: int, status: str, error: str) -> None:
 
 
 def _publish_state(row: Tokenizer) -> None:
-    realtime.publish(realtime.tokenizer_group(row.id), realtime.training_state_event(selectors.tokenizer_view(row)))
+    publish(realtime.tokenizer_group(row.id), realtime.training_state_event(selectors.tokenizer_view(row)))

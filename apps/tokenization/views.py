@@ -12,18 +12,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.corpora.selectors import corpus_list
+from apps.system.limits import RateLimited, client_address
 from apps.tokenization import analysis, selectors, services
 from apps.tokenization.forms import CharForm, TrainForm
-from apps.tokenization.limits import rate_limit_check, rate_limit_message
 from apps.tokenization.selectors import TokenizationError
 from apps.tokenization.state import PlaygroundState, state_from
 from workers.gpt import tokenizers as toklib
 
 MAX_DECODE_IDS = 500_000
-
-
-def _htmx(request) -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 def _form_params(request):
@@ -38,13 +34,14 @@ def _form_params(request):
 
 
 def _limited(request, template: str, context: dict | None = None):
-    """A 429 response if an anonymous visitor is over the limit, else None."""
-    retry = rate_limit_check(request=request, scope="playground")
-    if retry is None:
-        return None
-    response = render(request, template, (context or {}) | {"error": rate_limit_message(retry)}, status=429)
-    response["Retry-After"] = str(retry)
-    return response
+    """A 429 (or 503) response if an anonymous visitor is over the limit, else None."""
+    try:
+        services.tokenize_rate_limit(user=request.user, client=client_address(request), scope="playground")
+    except RateLimited as exc:
+        response = render(request, template, (context or {}) | {"error": str(exc)}, status=exc.status)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -201,8 +198,8 @@ def detail(request, name: str):
                 context["curve"] = analysis.merge_count_curve(tok)
         except toklib.TokenizerError as exc:
             context["load_error"] = str(exc)
-    if _htmx(request):
-        return render(request, "tokenization/_info.html", context)
+    if request.htmx:
+        return render(request, "tokenization/_tokenizer-info.html", context)
     return render(request, "tokenization/detail.html", context)
 
 
@@ -271,13 +268,13 @@ def merges(request, name: str):
                             f"every step, so it takes at most {analysis.MERGE_TEXT_MAX_CHARS:,}. Shorten it.")
         status = 413
     else:
-        template = "tokenization/_merge_step.html" if _htmx(request) else "tokenization/merges.html"
+        template = "tokenization/_merge-step.html" if request.htmx else "tokenization/merges.html"
         if request.GET and (response := _limited(request, template, context)):
             return response
         context |= {"step": analysis.merge_step(tok, text, n), "table": analysis.merge_table(tok, max(1, n)),
                     "curve": analysis.merge_count_curve(tok, marker_n=n)}
         status = 200
-    template = "tokenization/_merge_step.html" if _htmx(request) else "tokenization/merges.html"
+    template = "tokenization/_merge-step.html" if request.htmx else "tokenization/merges.html"
     return render(request, template, context, status=status)
 
 
@@ -300,5 +297,5 @@ def vocab(request, name: str):
     result = analysis.vocab_search(tok, request.GET.get("q", "")[:200], page=page,
                                    partial_only=request.GET.get("partial") == "1")
     context = {"t": row, "tok": tok, "result": result, "partial": request.GET.get("partial") == "1"}
-    template = "tokenization/_vocab_rows.html" if _htmx(request) else "tokenization/vocab.html"
+    template = "tokenization/_vocab-rows.html" if request.htmx else "tokenization/vocab.html"
     return render(request, template, context)

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.system import files
+
 
 class RunQuerySet(models.QuerySet):
     def visible_to(self, user):
@@ -104,7 +106,7 @@ class Run(models.Model):
 
     @property
     def directory(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / run_dir(self.pk)
+        return files.artifact_path(run_dir(self.pk))
 
     @property
     def tokens_per_step(self) -> int:
@@ -169,7 +171,7 @@ class Checkpoint(models.Model):
 
     @property
     def file(self) -> Path:
-        return Path(settings.ARTIFACTS_DIR) / self.path
+        return files.artifact_path(self.path)
 
 
 class RunEvent(models.Model):

@@ -1,17 +1,11 @@
-"""The training socket's vocabulary: group names, event types and publish helpers. Spelled here and nowhere else.
+"""The training socket's vocabulary: group names and event types. Spelled here and nowhere else;
+apps.system.realtime.publish sends them.
 
 A run's dashboard listens to the run's group. Workers publish small JSON events there, always AFTER the database
 holds what they carry, and every event names the steps it covers: a page that loaded its history from the database
 and then joined the group can merge both by step number, with no gap and no duplicate. channels-redis drops messages
 to a slow page instead of blocking the worker; the page then asks the socket for everything after its last step.
 """
-
-import logging
-
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
-log = logging.getLogger(__name__)
 
 METRICS = "training.metrics"  # a batch of steps and evaluations, with the run's progress (every ~0.2 s while training)
 SAMPLE = "training.sample"  # text the model generated at an evaluation
@@ -69,16 +63,3 @@ def preparing_event(run_id: int, *, progress: float, eta_seconds: float | None) 
 
 def queue_event() -> dict:
     return {"type": QUEUE}
-
-
-def publish(group: str, event: dict, *, loop=None) -> None:
-    """Send an event to a group from sync code (services, worker threads). A Redis hiccup must not fail a run: the
-    database holds the truth and a page rebuilds from it. A thread that publishes often passes its own event `loop`
-    (channels-redis keeps a connection pool per loop) instead of paying for a new loop and connection each time."""
-    try:
-        if loop is not None:
-            loop.run_until_complete(get_channel_layer().group_send(group, event))
-        else:
-            async_to_sync(get_channel_layer().group_send)(group, event)
-    except Exception:
-        log.warning("event %s to %s not delivered", event.get("type"), group, exc_info=True)

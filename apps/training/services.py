@@ -23,6 +23,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.system import files
+from apps.system.realtime import publish
 from apps.training import realtime
 from apps.training.models import Checkpoint, DeviceProfile, Evaluation, Metric, Run, RunEvent, run_dir
 from workers.gpt.config import GPTConfig, TrainConfig
@@ -90,7 +92,7 @@ def run_cancel(*, run: Run, user) -> Run:
                 status=Run.Status.CANCELLED, reason="Cancelled before it started.", finished=now):
             _note(run, f"Cancelled by {user.get_username()} while queued.", kind=RunEvent.Kind.WARNING)
             _publish_status_on_commit(run.pk)
-            transaction.on_commit(lambda: realtime.publish(realtime.queue_group(), realtime.queue_event()))
+            transaction.on_commit(lambda: publish(realtime.queue_group(), realtime.queue_event()))
         elif Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE).update(cancel_requested=True):
             _note(run, f"Cancel requested by {user.get_username()}; the worker stops after the current step.",
                   kind=RunEvent.Kind.WARNING, step=Run.objects.get(pk=run.pk).step)
@@ -210,7 +212,7 @@ def run_claim(*, run_id: int, worker: str, device: dict, task_id: str = "") -> R
         return None
     run = Run.objects.get(pk=run_id)
     _note(run, f"Taken by worker {worker} ({describe_device(device)}).")
-    realtime.publish(realtime.queue_group(), realtime.queue_event())
+    publish(realtime.queue_group(), realtime.queue_event())
     _publish_status(run)
     return run
 
@@ -254,8 +256,8 @@ def run_rewind(*, run_id: int, token: str, step: int) -> bool:
         )
         run.refresh_from_db()
         epoch = run.epoch
-        transaction.on_commit(lambda: realtime.publish(realtime.run_group(run_id),
-                                                       realtime.rewind_event(run_id, step=step, epoch=epoch)))
+        transaction.on_commit(lambda: publish(realtime.run_group(run_id),
+                                              realtime.rewind_event(run_id, step=step, epoch=epoch)))
     return True
 
 
@@ -275,11 +277,11 @@ def run_start(*, run_id: int, token: str, from_step: int, resumed: bool) -> bool
 
 
 def run_record(*, run_id: int, token: str, steps: list[list], evals: list[list], samples: list[tuple[int, str]],
-               progress: dict, loop=None) -> bool:
+               progress: dict) -> bool:
     """Write a batch of steps and evaluations (rows in realtime.METRIC_FIELDS / EVAL_FIELDS order) and the run's
-    progress, then publish them (on the caller's event `loop`, see realtime.publish). (run, step) is unique and
-    conflicts are ignored: a batch written twice is written once. Returns False (and writes nothing) when this
-    worker no longer holds the run."""
+    progress, then publish them (apps.system.realtime.publish reuses the calling thread's loop). (run, step) is
+    unique and conflicts are ignored: a batch written twice is written once. Returns False (and writes nothing) when
+    this worker no longer holds the run."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).only("pk", "epoch").first()
         if run is None:
@@ -304,10 +306,9 @@ def run_record(*, run_id: int, token: str, steps: list[list], evals: list[list],
 
     group = realtime.run_group(run_id)
     if steps or evals:
-        realtime.publish(group, realtime.metrics_event(run_id, steps=steps, evals=evals, progress=progress,
-                                                       epoch=epoch), loop=loop)
+        publish(group, realtime.metrics_event(run_id, steps=steps, evals=evals, progress=progress, epoch=epoch))
     for step, text in samples:
-        realtime.publish(group, realtime.sample_event(run_id, step=step, text=text), loop=loop)
+        publish(group, realtime.sample_event(run_id, step=step, text=text))
     return True
 
 
@@ -321,7 +322,7 @@ def run_record_checkpoint(*, run_id: int, token: str, step: int, path: str, trai
             run_id=run_id, step=step,
             defaults={"path": path, "train_loss": train_loss, "val_loss": val_loss, "size_bytes": size_bytes})
         Checkpoint.objects.filter(run_id=run_id, path__in=removed).delete()
-    realtime.publish(realtime.run_group(run_id), realtime.checkpoint_event(run_id, step=step))
+    publish(realtime.run_group(run_id), realtime.checkpoint_event(run_id, step=step))
     return True
 
 
@@ -331,7 +332,7 @@ def run_sync_checkpoints(*, run: Run, found: list[tuple[int, str, dict]]) -> Non
     steps = {step for step, _, _ in found}
     run.checkpoints.exclude(step__in=steps).delete()
     for step, path, losses in found:
-        full = os.path.join(settings.ARTIFACTS_DIR, path)
+        full = files.artifact_path(path)
         Checkpoint.objects.get_or_create(run=run, step=step, defaults={
             "path": path, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
             "size_bytes": os.path.getsize(full) if os.path.exists(full) else 0})
@@ -351,7 +352,7 @@ def run_finish(*, run_id: int, token: str, status: str, reason: str = "", step: 
         message = f"{words[status]} at step {run.step}" + (f": {reason}" if reason else ".")
         _note(run, message, kind=kinds[status], step=run.step)
         _publish_status_on_commit(run_id)
-        transaction.on_commit(lambda: realtime.publish(realtime.queue_group(), realtime.queue_event()))
+        transaction.on_commit(lambda: publish(realtime.queue_group(), realtime.queue_event()))
     return True
 
 
@@ -474,7 +475,7 @@ def _publish_status(run: Run) -> None:
     from apps.training.selectors import event_view
 
     last = run.events.order_by("-at", "-id").first()
-    realtime.publish(realtime.run_group(run.pk), realtime.status_event(
+    publish(realtime.run_group(run.pk), realtime.status_event(
         run.pk, status=run.status, reason=run.reason, step=run.step, entry=event_view(last) if last else None))
 
 
@@ -492,7 +493,7 @@ def _enqueue_on_commit(run_id: int) -> None:
             log.exception("could not enqueue run %s", run_id)
             return
         Run.objects.filter(pk=run_id).update(task_id=result.id)
-        realtime.publish(realtime.queue_group(), realtime.queue_event())
+        publish(realtime.queue_group(), realtime.queue_event())
 
     transaction.on_commit(enqueue)
 

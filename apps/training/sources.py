@@ -10,7 +10,8 @@ from django.db.models import Avg
 
 from apps.corpora import selectors as corpora_selectors
 from apps.corpora import services as corpora_services
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora.models import Corpus, Shards
+from apps.system.models import JobStatus
 from apps.tokenization import selectors as tokenization_selectors
 from apps.tokenization.models import Tokenizer
 from apps.training.presets import padded_vocab_size

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from apps.corpora import services as corpora_services
-from apps.corpora.models import JobStatus
+from apps.system.models import JobStatus
 from apps.tokenization import services
 from workers import tokenization as glue
 from workers.gpt import tokenizers as toklib

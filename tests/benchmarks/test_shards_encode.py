@@ -6,8 +6,10 @@ import time
 
 import pytest
 
-from apps.corpora import files, services
-from apps.corpora.models import JobStatus, Shards
+from apps.corpora import services
+from apps.system import files
+from apps.corpora.models import Shards
+from apps.system.models import JobStatus
 from apps.tokenization.services import tokenizer_seed_builtins
 from workers import corpora as glue
 from workers.gpt.tokenizers import get_builtin

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from apps.corpora import selectors, services
-from apps.corpora.models import JobStatus, Shards
+from apps.corpora.models import Shards
+from apps.system.models import JobStatus
 from apps.tokenization import services as tokenization_services
 from tests.data_fixtures import (TINY_TEXT, artifact_files, builtins, bundled, no_enqueue, other_user, staff,  # noqa: F401
                                  tiny_bpe, tiny_corpus, user)

@@ -3,7 +3,7 @@ merges applied in rank order; too large a vocabulary, a cancel, a failure each l
 
 import pytest
 
-from apps.corpora.models import JobStatus
+from apps.system.models import JobStatus
 from apps.tokenization import selectors, services
 from apps.tokenization.models import Tokenizer
 from tests.data_fixtures import TINY_TEXT, artifact_files, no_enqueue, tiny_corpus, user  # noqa: F401

@@ -4,6 +4,7 @@ A crash or a full disk leaves either the previous file or none, never a partial 
 the same folder, fsync, rename over the target, fsync the folder. Standard library only, so the web process uses it too.
 """
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -43,3 +44,12 @@ def atomic_write(path, write) -> Path:
 
 def atomic_write_bytes(path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read in chunks (weights files are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -7,7 +7,8 @@ import re
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from apps.corpora.models import JobStatus, Shards
+from apps.corpora.models import Shards
+from apps.system.models import JobStatus
 from apps.corpora.selectors import shards_files
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import tokenizer_runtime

@@ -8,7 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
 from apps.corpora import selectors, services
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora.models import Corpus, Shards
+from apps.system.models import JobStatus
 from apps.corpora.services import Upload
 from apps.corpora.text import CorpusInputError
 from apps.tokenization import services as tokenization_services

@@ -6,7 +6,8 @@ import io
 import pytest
 from django.test import override_settings
 
-from apps.corpora.models import Corpus, JobStatus, Shards
+from apps.corpora.models import Corpus, Shards
+from apps.system.models import JobStatus
 from tests.data_fixtures import artifact_files
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 
-from apps.registry import files, selectors, services
+from apps.registry import selectors, services
 from apps.registry.models import Model, ModelImport
+from apps.registry.weights import read_header
+from apps.system import files
 from tests.apps.registry.factories import make_model, tiny_gguf
 from workers.gpt.config import GPTConfig, param_count
 from workers.gpt.formats import ImportRefused
@@ -33,7 +35,7 @@ def bob():
 
 
 def models_dir():
-    return files.artifacts() / "models"
+    return files.artifact_path("models")
 
 
 def model_dirs() -> set:
@@ -249,7 +251,7 @@ def run_checkpoint(ada):
     optimizer.step()
     path = save_checkpoint(run.directory, model=model, step=10, optimizer=optimizer, losses={"val": 2.5},
                            tokenizer={"id": tokenizer.pk, "name": "gpt2"})
-    ckpt = Checkpoint.objects.create(run=run, step=10, path=str(path.relative_to(files.artifacts())), val_loss=2.5,
+    ckpt = Checkpoint.objects.create(run=run, step=10, path=files.artifact_relative(path), val_loss=2.5,
                                      size_bytes=path.stat().st_size)
     return ckpt, model
 
@@ -266,7 +268,7 @@ def test_promoting_a_checkpoint_copies_only_the_weights_and_keeps_the_lineage(ru
     assert response.status_code == 302 and response["Location"] == f"/models/{model.slug}/"
     assert model.status == Model.Status.DRAFT and model.owner == ada and model.step == 10 and model.val_loss == 2.5
     assert model.run == ckpt.run and model.tokenizer.name == "gpt2" and model.stop_ids == [50256]
-    header, _ = files.read_header(model.file)
+    header, _ = read_header(model.file)
     assert not [k for k in header if k.startswith("optim.")]
     assert load_checkpoint(ckpt.file).optimizer_state is not None  # the run's own checkpoint is untouched
     assert model.file.stat().st_size < ckpt.file.stat().st_size

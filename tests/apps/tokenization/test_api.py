@@ -130,7 +130,7 @@ def test_someone_elses_tokenizer_is_unknown(client, tiny_bpe, other_user):
 
 @override_settings(TOKENIZE_ANON_PER_MINUTE=3)
 def test_anonymous_callers_are_rate_limited_and_signed_in_ones_are_not(client, builtins, user, monkeypatch):
-    monkeypatch.setattr("apps.tokenization.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
+    monkeypatch.setattr("apps.system.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
     for _ in range(3):
         assert post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"}).status_code == 200
     limited = post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"})
@@ -144,12 +144,16 @@ def test_anonymous_callers_are_rate_limited_and_signed_in_ones_are_not(client, b
 
 
 @override_settings(TOKENIZE_ANON_PER_MINUTE=1)
-def test_the_limiter_lets_requests_through_when_redis_is_down(client, builtins, monkeypatch):
-    from apps.tokenization import limits
+def test_while_redis_is_down_anonymous_callers_get_a_503_with_retry_after_and_signed_in_ones_are_served(
+        client, builtins, user, monkeypatch):
+    from apps.system import limits
 
-    def down():
+    def down(**kwargs):
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(limits, "redis_client", down)
-    for _ in range(3):
-        assert post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"}).status_code == 200
+    refused = post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"})
+    assert refused.status_code == 503 and refused["Retry-After"] == str(limits.UNAVAILABLE_RETRY_SECONDS)
+    assert "cannot check its rate limit" in refused.json()["error"]
+    client.force_login(user)  # not limited, so not refused either
+    assert post(client, "/api/tokenize", {"text": "a", "tokenizer": "gpt2"}).status_code == 200

@@ -6,7 +6,7 @@ import re
 import pytest
 from django.test import override_settings
 
-from apps.corpora.models import JobStatus
+from apps.system.models import JobStatus
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.state import compress_text
 from tests.data_fixtures import artifact_files
@@ -115,7 +115,7 @@ def test_a_link_that_inflates_past_the_limit_is_refused(client, builtins):
 
 @override_settings(TOKENIZE_ANON_PER_MINUTE=2)
 def test_anonymous_typing_is_rate_limited(client, builtins, monkeypatch):
-    monkeypatch.setattr("apps.tokenization.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
+    monkeypatch.setattr("apps.system.limits._now", lambda: 1_000_000_020.0)  # mid-window: no rollover
     assert tokenize(client, text="a").status_code == 200
     assert tokenize(client, text="ab").status_code == 200
     limited = tokenize(client, text="abc")
@@ -256,9 +256,9 @@ def test_built_in_tokenizers_cannot_be_deleted(client, builtins, staff):
 
 
 def test_a_tokenizer_whose_files_are_gone_says_so_instead_of_failing(client, tiny_bpe):
-    from apps.corpora import files
+    from apps.system import files
 
-    files.remove(files.artifacts() / tiny_bpe.path)
+    files.remove(files.artifact_path(tiny_bpe.path))
     tiny_bpe.fingerprint = "changed"  # a fresh cache key: the loaded tokenizer is cached per process
     tiny_bpe.save()
     client.force_login(tiny_bpe.owner)

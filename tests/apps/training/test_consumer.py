@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from apps.system.realtime import publish
 from apps.training import realtime, services
 from apps.training.models import Run
 from tests.training_fixtures import make_run
@@ -137,7 +138,7 @@ def test_a_queued_run_hears_its_position_change(owned, user, tiny_corpus, char_t
 
     async def scenario():
         ws, _, _ = await connect(owned, user)
-        await sync_to_async(realtime.publish)(realtime.queue_group(), realtime.queue_event())
+        await sync_to_async(publish)(realtime.queue_group(), realtime.queue_event())
         queue = await receive(ws, "queue")
         assert queue["position"] == 2 and queue["ahead"] == 1
         await ws.disconnect()

@@ -1,10 +1,13 @@
-"""Small filters for the data and tokenizer pages: numbers with separators, durations, visible whitespace."""
+"""Small filters every page can load (`{% load labtext %}`): numbers with separators, durations, visible whitespace."""
 
 from django import template
 
-from apps.tokenization.analysis import visible_whitespace
-
 register = template.Library()
+
+
+def visible_whitespace(text: str) -> str:
+    """Spaces, tabs and newlines made visible (the newline itself kept, so lines still break)."""
+    return text.replace(" ", "·").replace("\t", "→").replace("\r", "␍").replace("\n", "↵\n")
 
 
 @register.filter

@@ -1,39 +1,22 @@
-"""A model's files, handled with the standard library only (the web process never imports torch).
+"""A model's weights, handled with the standard library only (the web process never imports torch).
 
 A promoted model keeps only the weights of its run's checkpoint: safetensors is a length-prefixed JSON header plus
 raw bytes, so copying the "model.*" tensors and dropping the optimizer's "optim.*" ones is header surgery and byte
-copying, with no tensor library at all.
+copying, with no tensor library at all. Where files live and how they are written: apps.system.files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from django.conf import settings
-
-from workers.gpt.fileio import atomic_write
+from apps.system.files import write_atomic
 from workers.gpt.formats import ImportRefused
 from workers.gpt.formats.safetensors import read_safetensors_header
 
 
 class WeightsFileError(ValueError):
     """A weights file is not what it claims to be (truncated, not safetensors)."""
-
-
-def artifacts() -> Path:
-    return Path(settings.ARTIFACTS_DIR)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_header(path: Path) -> tuple[dict, int]:
@@ -80,34 +63,3 @@ def copy_tensors(src: Path, dst: Path, *, keep=lambda name: True) -> None:
                     remaining -= len(block)
 
     write_atomic(dst, write)
-
-
-def write_atomic(path: Path, write) -> None:
-    """write(f) into a temporary file beside path, then make it path atomically."""
-
-    def fill(tmp):
-        with open(tmp, "wb") as f:
-            write(f)
-
-    atomic_write(path, fill)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
-
-
-def temp_dir(parent: Path, prefix: str) -> Path:
-    """A fresh hidden directory beside where a result will land (same filesystem: the final rename is atomic)."""
-    parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{prefix}-", suffix=".tmp", dir=parent))
-
-
-def remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def tree_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
