@@ -128,7 +128,7 @@ def tokenizer_imported_create(*, name: str, model_name: str, path: str, owner=No
     """A row for the tokenizer an imported model brought (its directory at `path` under ARTIFACTS_DIR, already
     written by tokenizers.save_imported), so the playground offers it. Named after the model, made unique; built in
     when the model has no owner (the seeded SmolLM2)."""
-    tok = toklib.load_imported(files.artifacts() / path)
+    tok = toklib.load_imported(files.artifact_path(path))
     return Tokenizer.objects.create(
         name=_unique_name(name[:60]), kind=Tokenizer.Kind.IMPORTED, builtin=owner is None, owner=owner,
         description=f"The byte-level BPE of {model_name}, imported with it.", n_vocab=tok.n_vocab,
