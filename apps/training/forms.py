@@ -7,9 +7,8 @@ from django import forms
 from apps.training import estimates, sources
 from apps.training.presets import PRESETS
 from apps.training.selectors import train_workers
-from workers.gpt.config import DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig
-
-GiB = 1024**3
+from workers.gpt.config import (DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig, memory_fit_error,
+                               split_fit_error)
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 TRAIN_FIELDS = ("batch_size", "grad_accum", "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay",
@@ -114,20 +113,16 @@ class RunForm(forms.Form):
         return data
 
     def _check_data(self, info: sources.DataInfo) -> None:
-        T = self.model_cfg.block_size
-        approx = "" if info.exact else "about "
-        for split, tokens in (("validation", info.val_tokens), ("training", info.train_tokens)):
-            if tokens is None or tokens > T:
-                continue
-            message = (f"block_size ({T}) is larger than the {split} split ({approx}{tokens:,} tokens of "
-                       f"{self.cleaned_data['corpus'].name} with {self.cleaned_data['tokenizer'].name}): each "
-                       f"sample needs block_size + 1 tokens. Use block_size={max(2, tokens // 2)} or less, or a "
-                       f"larger corpus (or a larger validation share on the Data page)")
-            if info.exact:
-                self.add_error("block_size", message)
-                return
-            self.warnings.append(message + "; this is an estimate, the worker checks the real count")
+        of = f"of {self.cleaned_data['corpus'].name} with {self.cleaned_data['tokenizer'].name}"
+        problem = split_fit_error(self.model_cfg.block_size, {"validation": info.val_tokens,
+                                                              "training": info.train_tokens},
+                                  approx=not info.exact, of=of)
+        if problem is None:
             return
+        if info.exact:
+            self.add_error(problem.field, str(problem))
+        else:
+            self.warnings.append(f"{problem}; this is an estimate, the worker checks the real count")
 
     def _check_memory(self, est: dict) -> None:
         if estimates.fits_somewhere(est):
@@ -136,16 +131,10 @@ class RunForm(forms.Form):
                                      "device yet; the run waits in the queue until one starts.")
             return
         largest = max(est["workers"], key=lambda w: w["memory_bytes"] or 0)
-        mem = est["memory"]
-        activations = mem["activations"]
-        field = "batch_size" if activations > est["memory_total"] / 2 else "n_embd"
-        fix = ("reduce batch_size or block_size (activations dominate)" if field == "batch_size"
-               else "reduce n_layer or n_embd (weights and AdamW state dominate)")
-        self.add_error(field, (
-            f"this model needs about {est['memory_total'] / GiB:.1f} GiB to train (weights, gradients and AdamW "
-            f"{(mem['weights'] + mem['grads'] + mem['optimizer']) / GiB:.1f} GiB, activations "
-            f"{activations / GiB:.1f} GiB), but the largest train worker ({largest['name']}) has "
-            f"{(largest['memory_bytes'] or 0) / GiB:.1f} GiB: {fix}"))
+        problem = memory_fit_error(self.model_cfg, self.train_cfg, memory_bytes=largest["memory_bytes"],
+                                   device=f"the largest train worker ({largest['name']})")
+        if problem is not None:
+            self.add_error(problem.field, str(problem))
 
     def configs(self) -> tuple[dict, dict]:
         return self.model_cfg.to_dict(), self.train_cfg.to_dict()
