@@ -41,7 +41,7 @@ class RunForm(forms.Form):
     n_head = _int("n_head", 1, 128, "attention heads per block")
     n_kv_head = forms.IntegerField(label="n_kv_head", min_value=1, max_value=128, required=False,
                                    help_text="key/value heads (grouped-query attention); divides n_head; empty = n_head")
-    block = forms.ChoiceField(label="block style", choices=BLOCK_CHOICES, initial="gpt2",
+    block = forms.ChoiceField(label="block style", choices=BLOCK_CHOICES, initial="gpt2", required=False,
                               help_text="the norm, position encoding and MLP of every transformer block")
     n_embd = _int("n_embd", 8, 12288, "width of the residual stream; divisible by n_head")
     block_size = _int("block_size", 2, 16384, "context length in tokens")
@@ -113,19 +113,19 @@ class RunForm(forms.Form):
             return data  # a field is missing or out of range: the configs cannot be built yet
         try:
             self.model_cfg = GPTConfig(vocab_size=info.vocab_size, **{f: data[f] for f in MODEL_FIELDS},
-                                       **BLOCK_STYLES[data["block"]])
+                                       **BLOCK_STYLES[data.get("block") or "gpt2"])
             self.train_cfg = TrainConfig(**{f: data[f] for f in TRAIN_FIELDS})
         except ConfigError as exc:
             self.add_error(exc.field if exc.field in self.fields else None, str(exc))
             return data
-        self._check_data(info)
+        self._check_data(info, corpus, tokenizer)
         self.estimate = estimates.estimate(self.model_cfg, self.train_cfg, workers=train_workers(),
                                            train_tokens=info.train_tokens)
         self._check_memory(self.estimate)
         return data
 
-    def _check_data(self, info: sources.DataInfo) -> None:
-        of = f"of {self.cleaned_data['corpus'].name} with {self.cleaned_data['tokenizer'].name}"
+    def _check_data(self, info: sources.DataInfo, corpus, tokenizer) -> None:
+        of = f"of {corpus.name} with {tokenizer.name}"
         problem = split_fit_error(self.model_cfg.block_size, {"validation": info.val_tokens,
                                                               "training": info.train_tokens},
                                   approx=not info.exact, of=of)
