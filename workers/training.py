@@ -286,7 +286,7 @@ class TrainingJob:
         loss, grad_norm = finite(r["loss"]), finite(r["grad_norm"])
         if loss is None and self.diverged is None:
             self.diverged = {"step": step, "loss": _word(r["loss"]), "lr": r["lr"], "grad_norm": _word(r["grad_norm"])}
-        mfu = r["tokens_per_s"] * self.fpt / self.peak if self.peak else finite(r.get("mfu"))
+        mfu = finite(r["mfu"])  # train() computes it against self.peak, the one peak this job uses
         if mfu is not None:
             self.mfus.append(mfu)
         elapsed = self.elapsed(now)

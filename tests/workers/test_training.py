@@ -356,3 +356,18 @@ def test_the_cancel_button_reaches_the_worker_within_one_step(run, encoded, user
     run.refresh_from_db()
     assert asked["at"] == 10 and run.step <= 11, f"stopped at step {run.step}"
     assert any(e.message.startswith("Cancel requested by ada") for e in run.events.all())
+
+
+def test_torch_compile_keeps_its_cache_under_artifacts_dir_so_a_second_run_starts_warm(monkeypatch, settings):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    glue.use_compile_cache()
+    import os
+    from pathlib import Path
+
+    root = Path(settings.ARTIFACTS_DIR) / glue.COMPILE_CACHE
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(root / "triton")
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/fast/disk")  # an operator's choice wins
+    glue.use_compile_cache()
+    assert os.environ["TRITON_CACHE_DIR"] == "/fast/disk"
