@@ -59,12 +59,13 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
           on_step=None, on_eval=None, on_checkpoint=None, should_stop=None, resume=None) -> TrainState:
     """Train a GPT and return the final TrainState.
 
-    train_data, val_data  token arrays (1-D memmaps, arrays or tensors of ids) to sample windows from; None when a
-                      batch_fn makes the batches (val_data None: no val split)
+    train_data, val_data  token arrays (1-D memmaps, arrays or tensors of ids) to sample windows from (val_data
+                      None: no val split); both None when a batch_fn makes the batches
     model             an already-built model to train (loaded weights, maybe LoRA-wrapped) instead of GPT(model_cfg)
                       built from the seed; only its parameters with requires_grad are optimised
-    batch_fn(split, generator) -> (x, y)  makes a (B, T) batch of the "train" or "val" split, replacing get_batch
-                      for the training steps and the evaluations; y == -1 marks positions without loss
+    batch_fn(split, generator) -> (x, y)  makes a (batch_size, block_size) batch of the "train" or the "val" split
+                      (both are asked for), replacing get_batch for the training steps and the evaluations; y == -1
+                      marks positions without loss. Drawing only from `generator` keeps runs seeded and resumable
     peak_flops        the device's peak FLOP/s (workers.devices.peak_flops): reports carry MFU against it
     on_step(report)   every log_interval steps and the last: {"step", "loss", "lr", "grad_norm", "ms", "tokens_per_s",
                       "mfu"}; ms and tokens_per_s are means over the steps since the previous report
