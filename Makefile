@@ -1,4 +1,5 @@
-# LLM Lab — `make run` starts everything, `make test` runs every test, `make bench` the benchmarks.
+# LLM Lab — `make run` starts everything, `make test` runs every test, `make bench` the benchmarks, `make bench-gpu`
+# the GPU check (GPT-2 124M on whatever CUDA GPU is here, under 5 minutes; says so and exits 0 without one).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 QUEUE ?= infer
 
-.PHONY: run test bench worker install clean
+.PHONY: run test bench bench-gpu worker install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "LLM Lab needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
@@ -31,6 +32,9 @@ test: install
 
 bench: install
 	$(PY) -m pytest tests/benchmarks -s -p no:cacheprovider
+
+bench-gpu: install
+	$(PY) tests/benchmarks/gpu.py
 
 clean:
 	rm -rf var/run var/redis

@@ -4,7 +4,7 @@ Why: a run's task is acknowledged late (TRAIN_TASK_OPTIONS), so a worker killed 
 in Redis. But kombu's Redis transport hands an unacked message back only after its visibility timeout (an hour by
 default) — and a shorter timeout would hand a healthy long run to a second worker. So the database holds the truth
 instead: a worker holds a lease on its run and renews it every few seconds (workers/training.py), and every train
-worker sweeps for runs whose lease ran out and queues them again (apps.training.services.run_recover_lost). The run
+worker sweeps for runs whose lease ran out and queues them again (apps.training.lease.run_recover_lost). The run
 then continues from its last checkpoint on the next free worker. When the old message does come back, the task finds
 the run finished or held by a live worker and does nothing.
 
@@ -33,7 +33,7 @@ class Sweeper(threading.Thread):
         from django.conf import settings
         from django.db import close_old_connections, connection
 
-        from apps.training.services import run_recover_lost
+        from apps.training.lease import run_recover_lost
 
         interval = max(0.5, settings.TRAINING_LEASE_SECONDS / 3)
         while not self.stopping.wait(interval):
@@ -49,13 +49,12 @@ def measure_device() -> None:
     """Record this worker's device and its peak FLOP/s, so the submit form can estimate run times here."""
     from django.db import connection
 
-    from apps.training.services import device_profile_record
-    from workers.devices import describe_device
-    from workers.training import device_peak
+    from apps.system.devices import device_profile_record
+    from workers.devices import describe_device, peak_flops
 
     try:
         device = describe_device()
-        device_profile_record(device=device, peak_flops=device_peak(device["kind"]))
+        device_profile_record(device=device, peak_flops=peak_flops(device["kind"]))
     except Exception:
         log.warning("could not measure this worker's device", exc_info=True)
     finally:

@@ -5,12 +5,12 @@ out, events published.
                        tokenizer), resumes from its last checkpoint if it has one, calls train() with callbacks, and
                        records how it ended. The Celery task run_train and `manage.py train` both call it.
 
-Three threads work for a run: the training loop (this thread), a Supervisor (renews the lease, hears "cancel" on
-Redis at once, and notices when the lease was lost), and a Recorder (every FLUSH_SECONDS writes the buffered steps
-to the database, then publishes them), so the loop never waits on the database or the network.
+Three threads work for a run: the training loop (this thread) and the two of workers/training_threads.py, a
+Supervisor (renews the lease, hears "cancel" on Redis at once, notices when the lease was lost) and a Recorder
+(every FLUSH_SECONDS writes the buffered steps to the database, then publishes them), so the loop never waits on the
+database or the network. The device's peak FLOP/s comes from workers/devices.py, measured once per process.
 """
 
-import dataclasses
 import json
 import logging
 import math
@@ -19,34 +19,32 @@ import statistics
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import torch
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
-from apps.system.realtime import publish, publish_thread_close
-from apps.training import realtime, services, sources
+from apps.system import files
+from apps.system.devices import device_peak_flops, device_profile_record
+from apps.training import lease, sources
 from apps.training.models import Run, RunEvent, run_dir
-from workers.devices import describe_device
+from workers.devices import describe_device, peak_flops
 from workers.gpt import checkpoint as ckpt_lib
-from workers.gpt.config import ConfigError, GPTConfig, TrainConfig, flops_per_token, memory_estimate_bytes, param_count
+from workers.gpt.config import ConfigError, GPTConfig, TrainConfig, flops_per_token, memory_fit_error, param_count
+from workers.gpt.config import split_fit_error
 from workers.gpt.data import open_tokens
 from workers.gpt.generate import generate
-from workers.gpt.model import GPT
-from workers.gpt.train import device_peak_flops, resolve_device, train
-from workers.recovery import SHUTDOWN
+from workers.gpt.train import resolve_device, train
+from workers.training_threads import Recorder, Supervisor
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.2  # steps reach the database and the dashboards this often
 SAMPLE_TOKENS = 200  # generated at every evaluation
 SAMPLE_TEMPERATURE = 0.8
-SAMPLE_MAX_PARAMS = 100_000_000  # the step-0 sample builds a second model: only for models up to this size
 DATA_POLL_SECONDS = 1.0
 ENCODE_HERE_AFTER = 10.0  # no infer worker started the encoding job within this: the train worker encodes itself
 PROFILE_MIN_STEP_FLOPS = 1e9  # runs this heavy per step teach the device profile its typical MFU
-GiB = 1024**3
+COMPILE_CACHE = "cache/torch-compile"  # under ARTIFACTS_DIR: torch.compile's kernels, so a second run starts warm
 
 
 class Stopped(Exception):
@@ -64,10 +62,19 @@ def train_run(run_id: int, *, worker: str, task_id: str = "", echo=None, stop: t
     """
     close_old_connections()
     device_info = describe_device()
-    run = services.run_claim(run_id=run_id, worker=worker, device=device_info, task_id=task_id)
+    run = lease.run_claim(run_id=run_id, worker=worker, device=device_info, task_id=task_id)
     if run is None:
         return "skipped: finished, cancelled, or held by another worker"
     return TrainingJob(run, device_info, echo=echo, stop=stop).execute()
+
+
+def use_compile_cache() -> None:
+    """Keep torch.compile's caches (Inductor's generated code, Triton's compiled kernels) under ARTIFACTS_DIR instead
+    of /tmp, so they survive a reboot and the next run of the same shape compiles from the cache. Read by torch when
+    it first compiles; a value set in the environment by the operator wins."""
+    root = files.artifact_path(COMPILE_CACHE)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -82,12 +89,10 @@ class TrainingJob:
         self.echo = echo
         self.supervisor = Supervisor(run.pk, self.token, external_stop=stop)
         self.recorder = Recorder(run.pk, self.token)
-        self.directory = Path(settings.ARTIFACTS_DIR) / run_dir(run.pk)
+        self.directory = files.artifact_path(run_dir(run.pk))
         self.diverged: dict | None = None  # the step where the loss stopped being finite
         self.checkpoint_error: str | None = None
         self.over_time = False
-        self.state = None  # the TrainState, known from the first checkpoint on (it holds the model for sampling)
-        self.pending_sample: int | None = None
         self.last_eval_step: int | None = None
         self.last_checkpoint_step: int | None = None
         self.mfus: deque = deque(maxlen=200)
@@ -124,15 +129,15 @@ class TrainingJob:
 
     def train(self, model_cfg, train_cfg, train_data, val_data, device, resume) -> str:
         from_step = resume.step if resume is not None else 0
-        if not services.run_start(run_id=self.run.pk, token=self.token, from_step=from_step,
+        if not lease.run_start(run_id=self.run.pk, token=self.token, from_step=from_step,
                                   resumed=resume is not None):
             return "lost"
         self.run.refresh_from_db()
         self.fpt = flops_per_token(model_cfg)
         self.tokens_per_step = train_cfg.batch_size * train_cfg.grad_accum * model_cfg.block_size
-        measured = device_peak(torch.device(device).type)
-        services.device_profile_record(device=self.device_info, peak_flops=measured)
-        self.peak = services.device_peak_flops(device=self.device_info) or measured  # the best seen on this device
+        measured = peak_flops(torch.device(device).type)  # once per process (workers.devices)
+        device_profile_record(device=self.device_info, peak_flops=measured)
+        self.peak = device_peak_flops(device=self.device_info) or measured  # the best seen on this device
         self.max_steps = train_cfg.max_steps
         self.best_val = self.run.best_val_loss
         self.elapsed_base = self.run.elapsed_seconds
@@ -140,20 +145,15 @@ class TrainingJob:
         self.tokenizer = sources.tokenizer_runtime(tokenizer_id=self.run.tokenizer_id)
         self.sample_seed = train_cfg.seed
         self.recorder.start()
-        if resume is None:
-            self.sample_initial(model_cfg, train_cfg.seed)
         if self.echo:
             self.echo(f"run #{self.run.pk} on {device}: {param_count(model_cfg) / 1e6:.2f}M parameters, "
                       f"{self.tokens_per_step:,} tokens per step, steps {from_step}..{train_cfg.max_steps}")
 
-        # train() hands the model to on_checkpoint only, and a sample at every evaluation needs it: so the loop
-        # calls on_checkpoint at every evaluation too (every gcd of the two intervals), and it saves only on the
-        # run's own interval (and at the end)
-        self.checkpoint_every = train_cfg.checkpoint_interval
-        loop_cfg = dataclasses.replace(
-            train_cfg, checkpoint_interval=math.gcd(train_cfg.eval_interval, train_cfg.checkpoint_interval))
-        state = train(model_cfg, loop_cfg, train_data, val_data, on_step=self.on_step, on_eval=self.on_eval,
-                      on_checkpoint=self.on_checkpoint, should_stop=self.should_stop, resume=resume)
+        if train_cfg.compile:
+            use_compile_cache()
+        state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
+                      on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
+                      resume=resume)
         self.recorder.close()  # everything recorded before the final state
         return self.finish(state)
 
@@ -175,66 +175,65 @@ class TrainingJob:
         if not state.stopped:
             if self.fpt * self.tokens_per_step >= PROFILE_MIN_STEP_FLOPS and self.mfus:
                 # tiny models spend their steps on overhead, not math: their MFU would mislead the estimates
-                services.device_profile_record(device=self.device_info, mfu=statistics.median(self.mfus))
+                device_profile_record(device=self.device_info, mfu=statistics.median(self.mfus))
             best = f"best val loss {state.best_val_loss:.4f}" if state.best_val_loss is not None else ""
-            services.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=best)
+            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=best)
             return "succeeded"
         saved = self.save_on_stop(state)
         if self.supervisor.cancelled.is_set():
-            services.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
+            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
                                 reason=f"{saved}; Resume continues from there" if state.step else saved)
             return "cancelled"
         if self.over_time:
             self.fail(f"the run trained for longer than TRAINING_MAX_SECONDS ({settings.TRAINING_MAX_SECONDS:.0f} "
                       f"s) and was stopped at step {state.step}; {saved}")
             return "failed: time limit"
-        services.run_requeue(run_id=self.run.pk, token=self.token, message=(
+        lease.run_requeue(run_id=self.run.pk, token=self.token, message=(
             f"Worker {self.run.worker} is shutting down: stopped at step {state.step}, {saved}; the run continues "
             f"on the next free worker."))
         return "requeued: worker shutting down"
 
     def stopped_early(self, why: str) -> str:
         if why == "cancel":
-            services.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
+            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
                                 reason="before training began")
             return "cancelled"
         if why == "shutdown":
-            services.run_requeue(run_id=self.run.pk, token=self.token,
+            lease.run_requeue(run_id=self.run.pk, token=self.token,
                                  message=f"Worker {self.run.worker} is shutting down before training began: the "
                                          f"run waits for the next free worker.")
             return "requeued: worker shutting down"
         return "lost: another worker holds the run now"
 
     def fail(self, reason: str) -> None:
-        services.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.FAILED, reason=reason)
+        lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.FAILED, reason=reason)
 
     # -- before training ------------------------------------------------------------------------------------------
 
     def load_data(self):
-        """The run's train and val token arrays; waits (status preparing) while the corpus is being encoded."""
+        """The run's train and val token arrays; waits (status preparing) while the corpus is being encoded. The
+        encoding is ensured once (a write: it may queue the job), then only read."""
         run = self.run
         waited_since = time.monotonic()
+        state = sources.data_prepare(corpus_id=run.corpus_id, tokenizer_id=run.tokenizer_id, user=run.owner)
         said = False
-        while True:
-            state = sources.data_prepare(corpus_id=run.corpus_id, tokenizer_id=run.tokenizer_id, user=run.owner)
-            if state.status == "ready":
-                break
+        while state.status != "ready":
             if state.status == "failed":
                 raise ValueError(f"the data could not be prepared: {state.message}")
             if not said:
                 said = True
-                services.run_note(run_id=run.pk, token=self.token, message=(
+                lease.run_note(run_id=run.pk, token=self.token, message=(
                     f"Waiting for {run.data.get('corpus')} to be encoded with {run.data.get('tokenizer')} (a job on "
                     f"the infer queue; its progress shows on the Data page)."))
             self.recorder.publish_preparing(state)
             if state.progress == 0 and time.monotonic() - waited_since > ENCODE_HERE_AFTER:
                 self.encode_here(state.shards_id)
-                continue
-            if self.supervisor.wait_stop(DATA_POLL_SECONDS):
+            elif self.supervisor.wait_stop(DATA_POLL_SECONDS):
                 raise Stopped(self.supervisor.why())
+            state = sources.data_state(shards_id=state.shards_id)
         files = sources.data_files(shards_id=state.shards_id)
         if said:
-            services.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=(
+            lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=(
                 f"Data ready: {files.n_train_tokens:,} training and {files.n_val_tokens:,} validation tokens."))
         return open_tokens(files.train), open_tokens(files.val)
 
@@ -242,24 +241,20 @@ class TrainingJob:
         """Nobody took the encoding job: do it in this process (it refuses if an infer worker started it since)."""
         from workers.corpora import corpus_encode
 
-        services.run_note(run_id=self.run.pk, token=self.token, message=(
+        lease.run_note(run_id=self.run.pk, token=self.token, message=(
             f"No infer worker started the encoding within {ENCODE_HERE_AFTER:.0f} s: encoding on this worker."))
         corpus_encode(shards_id=shards_id)
 
     def check_fits(self, model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data, device: str) -> None:
-        """Refuse, with the field to change, what would crash or be meaningless once training started."""
-        T = model_cfg.block_size
-        for name, data in (("validation", val_data), ("training", train_data)):
-            if len(data) <= T:
-                raise ConfigError("block_size", (
-                    f"block_size ({T}) is larger than the {name} split ({len(data):,} tokens): each sample needs "
-                    f"block_size + 1 tokens. Use block_size={max(2, len(data) // 2)} or less, or more text"))
-        need = memory_estimate_bytes(model_cfg, train_cfg)
-        have = self.device_info.get("memory_bytes")
-        if have and need > have * 0.85:
-            raise ConfigError("batch_size", (
-                f"this run needs about {need / GiB:.1f} GiB to train but the device of {self.run.worker} has "
-                f"{have / GiB:.1f} GiB: reduce batch_size or block_size, or the model's n_layer / n_embd"))
+        """Refuse, with the field to change, what would crash or be meaningless once training started: the same
+        checks and words as the submit form's (workers.gpt.config), now with the real token counts and device."""
+        of = f"of {self.run.data.get('corpus')} with {self.run.data.get('tokenizer')}"
+        problem = split_fit_error(model_cfg.block_size, {"validation": len(val_data), "training": len(train_data)},
+                                  of=of)
+        problem = problem or memory_fit_error(model_cfg, train_cfg, memory_bytes=self.device_info.get("memory_bytes"),
+                                              device=f"the device of {self.run.worker}")
+        if problem is not None:
+            raise problem
 
     def resume_point(self, model_cfg: GPTConfig):
         """The run's latest checkpoint on disk (rows brought in line with the files), or None to start fresh. Steps
@@ -270,16 +265,16 @@ class TrainingJob:
                 meta = json.loads(path.with_suffix(".json").read_text())
             except (OSError, ValueError):
                 continue
-            found.append((meta["step"], os.path.relpath(path, settings.ARTIFACTS_DIR), meta.get("losses") or {}))
-        services.run_sync_checkpoints(run=self.run, found=found)
+            found.append((meta["step"], files.artifact_relative(path), meta.get("losses") or {}))
+        lease.run_sync_checkpoints(run=self.run, found=found)
         if not found:
-            services.run_rewind(run_id=self.run.pk, token=self.token, step=0)
+            lease.run_rewind(run_id=self.run.pk, token=self.token, step=0)
             return None
-        ckpt = ckpt_lib.load_checkpoint(Path(settings.ARTIFACTS_DIR) / found[-1][1], "cpu")
+        ckpt = ckpt_lib.load_checkpoint(files.artifact_path(found[-1][1]), "cpu")
         if ckpt.model_cfg != model_cfg:
             raise ValueError(f"the checkpoint at step {ckpt.step} was trained with another model config: start a "
                              f"new run")
-        services.run_rewind(run_id=self.run.pk, token=self.token, step=ckpt.step)
+        lease.run_rewind(run_id=self.run.pk, token=self.token, step=ckpt.step)
         self.last_checkpoint_step = ckpt.step
         return ckpt
 
@@ -291,7 +286,7 @@ class TrainingJob:
         loss, grad_norm = finite(r["loss"]), finite(r["grad_norm"])
         if loss is None and self.diverged is None:
             self.diverged = {"step": step, "loss": _word(r["loss"]), "lr": r["lr"], "grad_norm": _word(r["grad_norm"])}
-        mfu = r["tokens_per_s"] * self.fpt / self.peak if self.peak else finite(r.get("mfu"))
+        mfu = finite(r["mfu"])  # train() computes it against self.peak, the one peak this job uses
         if mfu is not None:
             self.mfus.append(mfu)
         elapsed = self.elapsed(now)
@@ -306,7 +301,7 @@ class TrainingJob:
             self.echo(f"step {step}: loss {r['loss']:.4f}, lr {r['lr']:.2e}, time {r['ms']:.1f} ms, "
                       f"{r['tokens_per_s']:,.0f} tok/s" + (f", mfu {100 * mfu:.1f}%" if mfu is not None else ""))
 
-    def on_eval(self, r: dict) -> None:
+    def on_eval(self, r: dict, state) -> None:
         train_loss, val_loss = finite(r["train_loss"]), finite(r["val_loss"])
         if val_loss is not None and (self.best_val is None or val_loss < self.best_val):
             self.best_val = val_loss
@@ -314,23 +309,13 @@ class TrainingJob:
         self.recorder.add_eval([r["step"], train_loss, val_loss, self.elapsed(time.monotonic())], self.best_val)
         if self.echo:
             self.echo(f"step {r['step']}: train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}")
-        if self.diverged:
-            return
-        if self.state is not None:
-            self.sample(self.state.model, r["step"])
-        elif r["step"] > 0:
-            self.pending_sample = r["step"]  # no model in hand until the first checkpoint (same step, just after)
+        if not self.diverged:
+            self.sample(state.model, r["step"])
 
     def on_checkpoint(self, state) -> None:
         if self.diverged:
             return  # never save weights that are NaN: the last good checkpoint stays the latest
-        self.state = state
-        if self.pending_sample == state.step:
-            self.pending_sample = None
-            self.sample(state.model, state.step)
-        every = self.checkpoint_every
-        if state.step == self.max_steps or (every and state.step % every == 0):
-            self.save_checkpoint(state)
+        self.save_checkpoint(state)
 
     def should_stop(self) -> bool:
         if time.monotonic() - self.started > settings.TRAINING_MAX_SECONDS:
@@ -341,8 +326,6 @@ class TrainingJob:
     # -- checkpoints, samples, timing ------------------------------------------------------------------------------
 
     def save_checkpoint(self, state) -> bool:
-        # the sidecar records the run's own settings, not the loop's every-evaluation callback interval
-        state.train_cfg = dataclasses.replace(state.train_cfg, checkpoint_interval=self.checkpoint_every)
         try:
             path = ckpt_lib.save_train_state(
                 self.directory, state, tokenizer={"id": self.run.tokenizer_id, "name": self.run.data.get("tokenizer")},
@@ -357,14 +340,14 @@ class TrainingJob:
                                      f"{exc.strerror or exc}; {kept}. Free some disk space, then resume the run.")
             return False
         removed = ckpt_lib.rotate_checkpoints(self.directory, state.train_cfg.keep_last)
-        rel = os.path.relpath(path, settings.ARTIFACTS_DIR)
+        rel = files.artifact_relative(path)
         self.last_checkpoint_step = state.step
         evaluated = self.last_eval_step == state.step  # else the losses are an earlier evaluation's
-        services.run_record_checkpoint(
+        lease.run_record_checkpoint(
             run_id=self.run.pk, token=self.token, step=state.step, path=rel,
             train_loss=finite(state.train_loss) if evaluated else None,
             val_loss=finite(state.val_loss) if evaluated else None, size_bytes=path.stat().st_size,
-            removed=[os.path.relpath(p, settings.ARTIFACTS_DIR) for p in removed])
+            removed=[files.artifact_relative(p) for p in removed])
         return True
 
     def save_on_stop(self, state) -> str:
@@ -377,16 +360,6 @@ class TrainingJob:
             return f"a checkpoint was saved at step {state.step}"
         reason, self.checkpoint_error = self.checkpoint_error, None
         return reason
-
-    def sample_initial(self, model_cfg: GPTConfig, seed: int) -> None:
-        """A sample from the untrained model: train() builds its model right after torch.manual_seed(seed), so this
-        is the very same init (built on the CPU, without touching the RNG train() then seeds again)."""
-        if param_count(model_cfg) > SAMPLE_MAX_PARAMS:
-            return
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = GPT(model_cfg)
-        self.sample(model, 0)
 
     def sample(self, model, step: int) -> None:
         try:
@@ -414,177 +387,6 @@ class TrainingJob:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# helper threads
-
-
-class Supervisor(threading.Thread):
-    """Keeps the lease alive and listens for "cancel" on the run's Redis control channel (the database flag is read
-    at every renewal too, should a message be missed). Sets `lost` when another worker holds the run now."""
-
-    def __init__(self, run_id: int, token: str, external_stop: threading.Event | None = None):
-        super().__init__(name=f"run-{run_id}-supervisor", daemon=True)
-        self.run_id, self.token = run_id, token
-        self.cancelled = threading.Event()
-        self.lost = threading.Event()
-        self.stopping = threading.Event()
-        self.external_stop = external_stop
-        self.interval = max(0.2, settings.TRAINING_LEASE_SECONDS / 3)
-
-    def run(self) -> None:
-        from apps.system.redisconn import redis_client
-
-        pubsub = None
-        try:
-            pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(realtime.control_channel(self.run_id))
-        except Exception:
-            log.warning("run %s: no control channel; cancel is seen at lease renewals", self.run_id, exc_info=True)
-            pubsub = None
-        next_renewal = 0.0
-        while not self.stopping.is_set():
-            if time.monotonic() >= next_renewal:
-                self.renew()
-                next_renewal = time.monotonic() + self.interval
-            if pubsub is not None:
-                try:
-                    message = pubsub.get_message(timeout=0.25)
-                    if message and message.get("data") == realtime.CANCEL:
-                        self.cancelled.set()
-                except Exception:
-                    log.warning("run %s: control channel lost", self.run_id, exc_info=True)
-                    pubsub = None
-            else:
-                self.stopping.wait(0.25)
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                pass
-        connection.close()
-
-    def renew(self) -> None:
-        try:
-            held, cancel = services.run_renew(run_id=self.run_id, token=self.token)
-        except Exception:  # the database is busy or away: try again next time; the lease has slack
-            log.warning("run %s: lease renewal failed", self.run_id, exc_info=True)
-            close_old_connections()
-            return
-        if not held:
-            self.lost.set()
-        if cancel:
-            self.cancelled.set()
-
-    def stop_requested(self) -> bool:
-        if self.external_stop is not None and self.external_stop.is_set():
-            self.cancelled.set()
-        return self.cancelled.is_set() or self.lost.is_set() or SHUTDOWN.is_set()
-
-    def why(self) -> str:
-        if self.lost.is_set():
-            return "lost"
-        if self.cancelled.is_set():
-            return "cancel"
-        return "shutdown"
-
-    def wait_stop(self, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.stop_requested():
-                return True
-            time.sleep(0.05)
-        return self.stop_requested()
-
-    def close(self) -> None:
-        self.stopping.set()
-        if self.is_alive():
-            self.join(5)
-
-
-class Recorder(threading.Thread):
-    """Buffers steps, evaluations and samples; every FLUSH_SECONDS writes them to the database and then publishes
-    them (services.run_record). A failed write keeps the buffer for the next try, so nothing is lost to a busy
-    database; (run, step) uniqueness makes a repeated write harmless."""
-
-    def __init__(self, run_id: int, token: str):
-        super().__init__(name=f"run-{run_id}-recorder", daemon=True)
-        self.run_id, self.token = run_id, token
-        self.lock = threading.Lock()
-        self.steps: list[list] = []
-        self.evals: list[list] = []
-        self.samples: list[tuple[int, str]] = []
-        self.progress: dict | None = None
-        self.stopping = threading.Event()
-        self.lost = threading.Event()
-        self.closed = False
-
-    def add_step(self, row: list, progress: dict) -> None:
-        with self.lock:
-            self.steps.append(row)
-            self.progress = progress
-
-    def add_eval(self, row: list, best_val: float | None) -> None:
-        with self.lock:
-            self.evals.append(row)
-            if self.progress is not None:
-                self.progress = self.progress | {"best_val_loss": best_val}
-            else:
-                self.progress = {"status": Run.Status.RUNNING, "step": row[0], "elapsed": row[3], "latest": {},
-                                 "best_val_loss": best_val, "max_steps": None, "eta_seconds": None}
-
-    def add_sample(self, step: int, text: str) -> None:
-        with self.lock:
-            self.samples.append((step, text))
-
-    def run(self) -> None:
-        try:
-            while not self.stopping.wait(FLUSH_SECONDS):
-                self.flush()
-            self.flush()
-        finally:
-            publish_thread_close()
-            connection.close()
-
-    def flush(self) -> None:
-        with self.lock:
-            steps, evals, samples, progress = self.steps, self.evals, self.samples, self.progress
-            self.steps, self.evals, self.samples = [], [], []
-        if not (steps or evals or samples):
-            return
-        if progress is None:  # only the step-0 sample so far: it waits for the step-0 evaluation it belongs to
-            self._put_back(steps, evals, samples)
-            return
-        try:
-            ok = services.run_record(run_id=self.run_id, token=self.token, steps=steps, evals=evals, samples=samples,
-                                     progress=progress)
-        except Exception:
-            log.warning("run %s: could not record %d steps; trying again", self.run_id, len(steps), exc_info=True)
-            close_old_connections()
-            self._put_back(steps, evals, samples)
-            return
-        if not ok:
-            self.lost.set()
-
-    def _put_back(self, steps, evals, samples) -> None:
-        with self.lock:
-            self.steps[:0], self.evals[:0], self.samples[:0] = steps, evals, samples
-
-    def publish_preparing(self, state) -> None:
-        publish(realtime.run_group(self.run_id), realtime.preparing_event(
-            self.run_id, progress=state.progress, eta_seconds=state.eta_seconds))
-
-    def close(self) -> None:
-        """Stop after a last flush (from the training thread when the recorder never started)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.is_alive():
-            self.stopping.set()
-            self.join()
-        else:
-            self.flush()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # helpers
 
 
@@ -599,34 +401,3 @@ def finite(x) -> float | None:
 def _word(x) -> str:
     x = float(x)
     return "NaN" if math.isnan(x) else ("infinite" if math.isinf(x) else f"{x:.4g}")
-
-
-_peaks: dict[str, float] = {}
-
-
-def device_peak(kind: str) -> float | None:
-    """Peak FLOP/s to measure MFU against, once per process: a GPU's datasheet figure (workers.gpt.train), else the
-    best of many large float32 matmuls. The library's own CPU measurement (a few 512x512 products) swings by 10x on
-    a busy machine, which made MFU read above 100 %."""
-    if kind not in _peaks:
-        if kind == "cuda":
-            _peaks[kind] = device_peak_flops("cuda")
-        else:
-            _peaks[kind] = _measure_matmul(torch.device(kind))
-    return _peaks[kind]
-
-
-def _measure_matmul(device: torch.device, n: int = 1024, reps: int = 12) -> float:
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    a = torch.full((n, n), 0.5, device=device, dtype=dtype)
-    b = torch.full((n, n), 0.25, device=device, dtype=dtype)
-    best = math.inf
-    for _ in range(reps + 2):  # two rounds warm up
-        if device.type == "mps":
-            torch.mps.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "mps":
-            torch.mps.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best

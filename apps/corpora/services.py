@@ -20,6 +20,7 @@ from apps.system import files
 from apps.system.models import JobStatus
 from apps.system.realtime import publish
 from apps.system.services import job_request_cancel
+from workers.gpt.config import missing_chars_error
 
 BUNDLED_DIR = Path(settings.BASE_DIR) / "data" / "corpora"
 BUNDLED = [
@@ -194,11 +195,10 @@ def shards_ensure(*, corpus_id: int, tokenizer_id: int, user=None) -> Shards:
         raise CorpusInputError(f"Tokenizer {tokenizer.name} is not ready ({tokenizer.status}); encode with it once "
                                f"it has finished training.", status=409)
     if tokenizer.kind == Tokenizer.Kind.CHAR:
-        missing = sorted(set(corpus.stats.get("alphabet", "")) - set(_char_vocab(tokenizer)))
-        if missing:
-            shown = " ".join(repr(c) for c in missing[:12]) + (" …" if len(missing) > 12 else "")
-            raise CorpusInputError(f"{tokenizer.name} has no id for {len(missing)} character(s) of {corpus.name} "
-                                   f"({shown}): build a character tokenizer from this corpus instead.")
+        problem = missing_chars_error(tokenizer=tokenizer.name, corpus=corpus.name,
+                                      alphabet=corpus.stats.get("alphabet", ""), chars=_char_vocab(tokenizer))
+        if problem:
+            raise CorpusInputError(problem)
     key = shards_cache_key(corpus=corpus, tokenizer=tokenizer)
     with transaction.atomic():
         row = Shards.objects.select_for_update().filter(corpus=corpus, tokenizer=tokenizer, cache_key=key).first()

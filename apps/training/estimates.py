@@ -5,11 +5,11 @@ FLOP/s a worker measured when it started (or a GPU's datasheet figure) times the
 reached on that device before (a typical figure until one has).
 """
 
-from workers.gpt.config import GPTConfig, TrainConfig, flops_per_token, memory_estimate, param_count
+from workers.gpt.config import (MEMORY_HEADROOM, GPTConfig, TrainConfig, flops_per_token, memory_estimate,
+                               param_count)
 
 # MFU to assume on a device no run has finished on yet: small models keep a GPU far from its peak
 DEFAULT_MFU = {"cpu": 0.4, "cuda": 0.15, "mps": 0.15}
-MEMORY_HEADROOM = 0.85  # a run may plan to use this share of a device's memory; the rest is the OS, torch, caches
 
 
 def estimate(model_cfg: GPTConfig, train_cfg: TrainConfig, *, workers: list[dict] = (),

@@ -5,18 +5,18 @@ the data (vocabulary, split sizes) and the workers' memory."""
 from django import forms
 
 from apps.training import estimates, sources
-from apps.training.presets import PRESETS
+from apps.training.presets import BLOCK_STYLES, PRESETS, block_style
 from apps.training.selectors import train_workers
-from workers.gpt.config import DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig
+from workers.gpt.config import (DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig, memory_fit_error,
+                               split_fit_error)
 
-GiB = 1024**3
-
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "bias")
 TRAIN_FIELDS = ("batch_size", "grad_accum", "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay",
                 "grad_clip", "beta1", "beta2", "eval_interval", "eval_iters", "checkpoint_interval", "keep_last",
-                "seed", "device", "dtype", "compile")
+                "seed", "device", "dtype", "compile", "log_interval")
 ADVANCED_FIELDS = ("weight_decay", "grad_clip", "beta1", "beta2", "eval_iters", "keep_last", "seed", "device", "dtype",
-                   "compile")
+                   "compile", "log_interval")
+BLOCK_CHOICES = [("gpt2", "GPT-2: LayerNorm, learned positions, GELU"), ("llama", "Llama: RMSNorm, RoPE, SwiGLU")]
 
 
 def _int(label, lo, hi, help_text=""):
@@ -39,6 +39,10 @@ class RunForm(forms.Form):
     # the model (nanoGPT's names)
     n_layer = _int("n_layer", 1, 96, "transformer blocks")
     n_head = _int("n_head", 1, 128, "attention heads per block")
+    n_kv_head = forms.IntegerField(label="n_kv_head", min_value=1, max_value=128, required=False,
+                                   help_text="key/value heads (grouped-query attention); divides n_head; empty = n_head")
+    block = forms.ChoiceField(label="block style", choices=BLOCK_CHOICES, initial="gpt2", required=False,
+                              help_text="the norm, position encoding and MLP of every transformer block")
     n_embd = _int("n_embd", 8, 12288, "width of the residual stream; divisible by n_head")
     block_size = _int("block_size", 2, 16384, "context length in tokens")
     dropout = _float("dropout", 0.0, 0.9, "0.0 for pretraining; 0.1–0.2 against overfitting small data")
@@ -63,6 +67,9 @@ class RunForm(forms.Form):
     device = forms.ChoiceField(choices=[(d, d) for d in DEVICES], help_text="auto: the worker's GPU if it has one")
     dtype = forms.ChoiceField(choices=[(d, d) for d in DTYPES], help_text="auto: bfloat16 autocast on CUDA")
     compile = forms.BooleanField(required=False, help_text="torch.compile: faster steps on CUDA after a slow first one")
+    log_interval = forms.IntegerField(label="log_interval", min_value=1, max_value=100_000, required=False,
+                                      help_text="record a step this often; empty = every step on a CPU, every 10th on "
+                                                "CUDA (reading the loss makes the CPU wait for the GPU)")
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -82,6 +89,9 @@ class RunForm(forms.Form):
         defaults = TrainConfig()
         initial = {f: getattr(defaults, f) for f in TRAIN_FIELDS} | {"bias": False, "preset": preset.key}
         initial |= preset.model | preset.train
+        initial["block"] = block_style(preset.model)
+        for name in BLOCK_STYLES["gpt2"]:
+            initial.pop(name, None)  # the form has the style, not its three fields
         corpus = sources.corpus_find(name=preset.corpus, user=user) or sources.corpus_choices(user=user).first()
         tokenizer = None
         if preset.key == "shakespeare-bpe-small":
@@ -99,35 +109,32 @@ class RunForm(forms.Form):
         info = self.data_info = sources.data_info(corpus=corpus, tokenizer=tokenizer)
         if info.problem:
             self.add_error("tokenizer", info.problem)
-        if any(f in self.errors for f in MODEL_FIELDS + TRAIN_FIELDS):
+        if any(f in self.errors for f in MODEL_FIELDS + TRAIN_FIELDS + ("block",)):
             return data  # a field is missing or out of range: the configs cannot be built yet
         try:
-            self.model_cfg = GPTConfig(vocab_size=info.vocab_size, **{f: data[f] for f in MODEL_FIELDS})
+            self.model_cfg = GPTConfig(vocab_size=info.vocab_size, **{f: data[f] for f in MODEL_FIELDS},
+                                       **BLOCK_STYLES[data.get("block") or "gpt2"])
             self.train_cfg = TrainConfig(**{f: data[f] for f in TRAIN_FIELDS})
         except ConfigError as exc:
             self.add_error(exc.field if exc.field in self.fields else None, str(exc))
             return data
-        self._check_data(info)
+        self._check_data(info, corpus, tokenizer)
         self.estimate = estimates.estimate(self.model_cfg, self.train_cfg, workers=train_workers(),
                                            train_tokens=info.train_tokens)
         self._check_memory(self.estimate)
         return data
 
-    def _check_data(self, info: sources.DataInfo) -> None:
-        T = self.model_cfg.block_size
-        approx = "" if info.exact else "about "
-        for split, tokens in (("validation", info.val_tokens), ("training", info.train_tokens)):
-            if tokens is None or tokens > T:
-                continue
-            message = (f"block_size ({T}) is larger than the {split} split ({approx}{tokens:,} tokens of "
-                       f"{self.cleaned_data['corpus'].name} with {self.cleaned_data['tokenizer'].name}): each "
-                       f"sample needs block_size + 1 tokens. Use block_size={max(2, tokens // 2)} or less, or a "
-                       f"larger corpus (or a larger validation share on the Data page)")
-            if info.exact:
-                self.add_error("block_size", message)
-                return
-            self.warnings.append(message + "; this is an estimate, the worker checks the real count")
+    def _check_data(self, info: sources.DataInfo, corpus, tokenizer) -> None:
+        of = f"of {corpus.name} with {tokenizer.name}"
+        problem = split_fit_error(self.model_cfg.block_size, {"validation": info.val_tokens,
+                                                              "training": info.train_tokens},
+                                  approx=not info.exact, of=of)
+        if problem is None:
             return
+        if info.exact:
+            self.add_error(problem.field, str(problem))
+        else:
+            self.warnings.append(f"{problem}; this is an estimate, the worker checks the real count")
 
     def _check_memory(self, est: dict) -> None:
         if estimates.fits_somewhere(est):
@@ -136,16 +143,10 @@ class RunForm(forms.Form):
                                      "device yet; the run waits in the queue until one starts.")
             return
         largest = max(est["workers"], key=lambda w: w["memory_bytes"] or 0)
-        mem = est["memory"]
-        activations = mem["activations"]
-        field = "batch_size" if activations > est["memory_total"] / 2 else "n_embd"
-        fix = ("reduce batch_size or block_size (activations dominate)" if field == "batch_size"
-               else "reduce n_layer or n_embd (weights and AdamW state dominate)")
-        self.add_error(field, (
-            f"this model needs about {est['memory_total'] / GiB:.1f} GiB to train (weights, gradients and AdamW "
-            f"{(mem['weights'] + mem['grads'] + mem['optimizer']) / GiB:.1f} GiB, activations "
-            f"{activations / GiB:.1f} GiB), but the largest train worker ({largest['name']}) has "
-            f"{(largest['memory_bytes'] or 0) / GiB:.1f} GiB: {fix}"))
+        problem = memory_fit_error(self.model_cfg, self.train_cfg, memory_bytes=largest["memory_bytes"],
+                                   device=f"the largest train worker ({largest['name']})")
+        if problem is not None:
+            self.add_error(problem.field, str(problem))
 
     def configs(self) -> tuple[dict, dict]:
         return self.model_cfg.to_dict(), self.train_cfg.to_dict()

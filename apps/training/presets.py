@@ -1,4 +1,5 @@
-"""Starting points for the submit form: nanoGPT's published Shakespeare recipes and a small BPE model.
+"""Starting points for the submit form: nanoGPT's published Shakespeare recipes, a small BPE model, the same small
+model with Llama-style blocks, and GPT-2 124M, the shape llm.c measures itself with.
 
 Each preset fills the whole form; the user may change anything before launching. `reference` is the validation loss
 the recipe is published with, drawn on the dashboard as a line to aim at (only while the model and steps match).
@@ -18,6 +19,23 @@ class Preset:
     train: dict = field(default_factory=dict)  # TrainConfig fields
     reference: float | None = None
     reference_source: str = ""
+
+
+# The block styles the form offers: GPTConfig's norm / pos / mlp fields set together. GPT-2: LayerNorm, learned
+# absolute positions, a GELU MLP. Llama: RMSNorm, rotary positions (RoPE), a gated SwiGLU MLP; Llama also uses
+# grouped-query attention (n_kv_head < n_head), a separate field, since it combines with either style.
+BLOCK_STYLES = {
+    "gpt2": dict(norm="layernorm", pos="learned", mlp="gelu"),
+    "llama": dict(norm="rmsnorm", pos="rope", mlp="swiglu"),
+}
+
+
+def block_style(model: dict) -> str:
+    """The block style of a model config (dict of GPTConfig fields; the defaults are GPT-2's)."""
+    for key, fields in BLOCK_STYLES.items():
+        if all(model.get(k, BLOCK_STYLES["gpt2"][k]) == v for k, v in fields.items()):
+            return key
+    return "gpt2"
 
 
 # nanoGPT config/train_shakespeare_char.py; the CPU recipe is its README's command line for a laptop:
@@ -63,6 +81,32 @@ PRESETS = {
             model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=1500, eval_iters=20, checkpoint_interval=250,
                        learning_rate=1e-3, min_lr=1e-4),
+        ),
+        Preset(
+            key="shakespeare-char-llama",
+            label="Shakespeare char, Llama blocks",
+            description="The CPU recipe's size with Llama's block: RMSNorm, rotary positions, a SwiGLU MLP and 2 "
+            "key/value heads shared by 4 query heads. Compare its curve with the GPT-2-style run.",
+            corpus="shakespeare",
+            tokenizers=("shakespeare-char", "char"),
+            model=dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=128, block_size=64, dropout=0.0, bias=False,
+                       **BLOCK_STYLES["llama"]),
+            train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
+        ),
+        # llm.c's train_gpt2 reference: GPT-2 small, 12 layers x 12 heads x 768, context 1024, biases, AdamW at 6e-4
+        # with beta2 0.95 and weight decay 0.1, bf16. 8 x 8 micro-batches = 65,536 tokens per step
+        Preset(
+            key="gpt2-124m",
+            label="GPT-2 124M",
+            description="GPT-2 small, the shape llm.c and nanoGPT measure themselves with (124M parameters, "
+            "context 1024, GPT-2's tokenizer, bf16, compiled). For a CUDA GPU: days on a CPU.",
+            corpus="shakespeare",
+            tokenizers=("gpt2",),
+            model=dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, dropout=0.0, bias=True,
+                       **BLOCK_STYLES["gpt2"]),
+            train=dict(batch_size=8, grad_accum=8, max_steps=2000, learning_rate=6e-4, min_lr=6e-5, warmup_steps=100,
+                       weight_decay=0.1, beta2=0.95, grad_clip=1.0, eval_interval=250, eval_iters=20,
+                       checkpoint_interval=500, dtype="auto", compile=True),
         ),
     ]
 }

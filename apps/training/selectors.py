@@ -4,11 +4,12 @@ import math
 
 from django.db.models import QuerySet
 
+from apps.system.devices import device_key
 from apps.system.selectors import worker_list
 from apps.training import realtime
 from apps.training.models import Checkpoint, DeviceProfile, Evaluation, Metric, Run, RunEvent
 from apps.training.presets import PRESETS, preset_matches
-from apps.training.services import TrainingError, device_key, run_may_control
+from apps.training.services import TrainingError, run_may_control
 from workers.gpt.config import GPTConfig, flops_per_token
 
 HISTORY_MAX_POINTS = 4000  # a page gets at most this many steps of history; longer runs are downsampled, spikes kept

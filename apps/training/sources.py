@@ -15,6 +15,7 @@ from apps.system.models import JobStatus
 from apps.tokenization import selectors as tokenization_selectors
 from apps.tokenization.models import Tokenizer
 from apps.training.presets import padded_vocab_size
+from workers.gpt.config import missing_chars_error
 
 # Tokens per character when no encoding of the pair exists yet: English under a GPT-2-like BPE is ~4 characters per
 # token. Only estimates use it; the worker checks the real counts before training.
@@ -104,23 +105,32 @@ def data_problem(*, corpus: Corpus, tokenizer: Tokenizer) -> str | None:
     if tokenizer.kind != Tokenizer.Kind.CHAR or tokenizer.corpus_id == corpus.pk:
         return None
     runtime = tokenization_selectors.tokenizer_runtime(tokenizer=tokenizer)
-    missing = sorted(set(corpus.stats.get("alphabet", "")) - set(runtime.chars))
-    if not missing:
-        return None
-    shown = " ".join(repr(c) for c in missing[:8]) + (" …" if len(missing) > 8 else "")
-    return (f"{tokenizer.name} was built from another text and has no id for {len(missing)} character(s) of "
-            f"{corpus.name} ({shown}): choose {corpus.name}'s own character tokenizer, or a BPE one")
+    return missing_chars_error(tokenizer=tokenizer.name, corpus=corpus.name, alphabet=corpus.stats.get("alphabet", ""),
+                               chars=runtime.chars)
 
 
 def data_prepare(*, corpus_id: int, tokenizer_id: int, user=None) -> DataState:
     """Make sure the corpus is encoded with the tokenizer: starts the encoding job (on the infer queue) if needed,
-    and says where it stands. Safe to call again and again while waiting."""
+    and says where it stands. A write (it locks the shards row): call it once, then follow with data_state."""
     try:
         shards = corpora_services.shards_ensure(corpus_id=corpus_id, tokenizer_id=tokenizer_id, user=user)
     except (Corpus.DoesNotExist, Tokenizer.DoesNotExist):
         return DataState("failed", message="the run's corpus or tokenizer was deleted")
     except ValueError as exc:  # CorpusInputError: the pair cannot be encoded
         return DataState("failed", message=str(exc))
+    return _state(shards)
+
+
+def data_state(*, shards_id: int) -> DataState:
+    """Where the encoding data_prepare started stands now: a read, cheap to repeat while waiting."""
+    try:
+        shards = corpora_selectors.shards_get(shards_id=shards_id)
+    except Shards.DoesNotExist:
+        return DataState("failed", message="the encoding of the run's corpus was deleted while the run waited for it")
+    return _state(shards)
+
+
+def _state(shards: Shards) -> DataState:
     if shards.status == JobStatus.SUCCEEDED:
         return DataState("ready", 1.0, shards_id=shards.pk)
     if shards.status in JobStatus.active():

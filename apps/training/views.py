@@ -4,6 +4,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.system.devices import describe_device
 from apps.training import realtime, selectors, services
 from apps.training.forms import ADVANCED_FIELDS, ForkForm, RunForm
 from apps.training.presets import DEFAULT_PRESET, PRESETS
@@ -160,7 +161,7 @@ def _run_context(request, run) -> dict:
         "checkpoints": selectors.run_checkpoints(run=run),
         "events": selectors.run_events(run=run),
         "progress": selectors.run_progress(run=run),
-        "device": services.describe_device(run.device) if run.device else "",
+        "device": describe_device(run.device) if run.device else "",
         "preset": PRESETS.get(run.preset),
     }
 

@@ -134,7 +134,7 @@ def session_cookie(user) -> str:
 
 def test_throughput_of_the_real_path_against_a_plain_loop(processes, user, shakespeare):
     from workers.gpt.config import GPTConfig, flops_per_token
-    from workers.training import device_peak
+    from workers.devices import peak_flops
 
     corpus, tokenizer, shards = shakespeare
     model_cfg, train_cfg = preset_configs(user)
@@ -148,7 +148,7 @@ def test_throughput_of_the_real_path_against_a_plain_loop(processes, user, shake
         tps, messages = real_path(user, corpus, tokenizer, model_cfg, train_cfg, url=url, watchers=WATCHERS)
         watched.append(tps)
     fpt = flops_per_token(GPTConfig.from_dict(model_cfg))
-    peak = device_peak("cpu")
+    peak = peak_flops("cpu")
     ratio, load = max(real) / max(plain), max(watched) / max(real)
     print(f"\nTraining throughput, 'Shakespeare char, CPU' shapes (4 layers, n_embd 128, block 64, batch 12), "
           f"steps {SKIP + 1}..{STEPS}, best of {ROUNDS} "

@@ -119,3 +119,48 @@ def test_memory_estimate_counts_adamw_states_and_grows_with_batch():
     assert parts["weights"] == parts["grads"] == 4 * param_count(gpt)
     assert parts["optimizer"] == 8 * param_count(gpt)
     assert memory_estimate_bytes(gpt, TrainConfig(batch_size=8)) > memory_estimate_bytes(gpt, TrainConfig(batch_size=4))
+
+
+def test_log_interval_is_optional_and_at_least_one():
+    assert TrainConfig().log_interval is None  # the device decides: every step on a CPU, every 10th on CUDA
+    assert TrainConfig(log_interval=5).log_interval == 5
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(log_interval=0)
+    assert e.value.field == "log_interval"
+
+
+# -----------------------------------------------------------------------------
+# does it fit: one wording for the form and the worker
+
+
+def test_a_block_longer_than_a_split_names_block_size_and_a_size_that_fits():
+    from workers.gpt.config import split_fit_error
+
+    assert split_fit_error(64, {"validation": 65, "training": 1000}) is None  # 64 + 1 tokens are enough
+    error = split_fit_error(64, {"validation": 64, "training": 1000}, of="of Tiny with tiny-char")
+    assert error.field == "block_size"
+    assert str(error).startswith("block_size (64) is larger than the validation split (64 tokens of Tiny with "
+                                 "tiny-char): each sample needs block_size + 1 tokens. Use block_size=32 or less")
+    assert "(about 10 tokens)" in str(split_fit_error(64, {"validation": None, "training": 10}, approx=True))
+
+
+def test_memory_that_does_not_fit_names_the_part_that_dominates():
+    from workers.gpt.config import memory_estimate_bytes, memory_fit_error
+
+    big = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=64)
+    small_batch = TrainConfig(batch_size=1)
+    assert memory_fit_error(big, small_batch, memory_bytes=None) is None  # unknown memory: nothing to check
+    assert memory_fit_error(big, small_batch, memory_bytes=10 * memory_estimate_bytes(big, small_batch)) is None
+    error = memory_fit_error(big, small_batch, memory_bytes=2**30, device="the device of train@box")
+    assert error.field == "n_embd" and "but the device of train@box has 1.0 GiB" in str(error)
+    tiny = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    error = memory_fit_error(tiny, TrainConfig(batch_size=100_000), memory_bytes=2**30)
+    assert error.field == "batch_size" and "reduce batch_size or block_size" in str(error)
+
+
+def test_a_character_tokenizer_missing_characters_of_a_corpus_lists_them():
+    from workers.gpt.config import missing_chars_error
+
+    assert missing_chars_error(tokenizer="abc", corpus="Tiny", alphabet="cab", chars="abcd") is None
+    message = missing_chars_error(tokenizer="abc", corpus="Song", alphabet="abcχ!", chars="abc")
+    assert message.startswith("abc has no id for 2 character(s) of Song ('!' 'χ'): choose Song's own character")

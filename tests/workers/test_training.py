@@ -10,12 +10,12 @@ import threading
 import pytest
 import torch
 
-from apps.training import services
+from apps.training import lease, services
 from apps.training.models import Checkpoint, Evaluation, Metric, Run
 from tests.data_fixtures import *  # noqa: F401,F403
 from tests.training_fixtures import *  # noqa: F401,F403
 from tests.training_fixtures import make_run
-from workers import recovery
+from workers import devices, recovery
 from workers import training as glue
 from workers.gpt.checkpoint import list_checkpoints, load_checkpoint
 
@@ -209,7 +209,7 @@ def test_a_block_size_larger_than_the_validation_split_fails_naming_the_field(us
     run = make_run(user, tiny_corpus, char_tok, model=model)
     assert train(run) == "failed"
     run.refresh_from_db()
-    assert f"block_size ({val_tokens + 10}) is larger than the validation split ({val_tokens:,} tokens)" in run.reason
+    assert f"block_size ({val_tokens + 10}) is larger than the validation split ({val_tokens:,} tokens of Tiny with tiny-char)" in run.reason
 
 
 def run_model(char_tok):
@@ -267,20 +267,65 @@ def test_a_run_waits_for_its_data_and_encodes_it_itself_when_no_infer_worker_doe
 
 
 def test_metrics_written_twice_are_written_once(run, encoded):
-    claimed = services.run_claim(run_id=run.pk, worker="w", device={})
+    claimed = lease.run_claim(run_id=run.pk, worker="w", device={})
     rows = [[s, 1.0, 1e-3, 0.5, 10.0, 100.0, 0.1, s * 0.01] for s in range(1, 6)]
     progress = {"step": 5, "elapsed": 0.05, "latest": {}}
     for _ in range(2):  # a batch delivered again after a reconnect
-        assert services.run_record(run_id=run.pk, token=claimed.lease_token, steps=rows, evals=[[5, 1.1, 1.2, 0.05]],
+        assert lease.run_record(run_id=run.pk, token=claimed.lease_token, steps=rows, evals=[[5, 1.1, 1.2, 0.05]],
                                    samples=[(5, "abc")], progress=progress)
     assert steps_of(run) == [1, 2, 3, 4, 5]
     assert Evaluation.objects.filter(run=run).count() == 1
 
 
 def test_a_peak_measured_on_this_machine_keeps_mfu_below_one():
-    peak = glue.device_peak("cpu")
+    peak = devices.peak_flops("cpu")
     assert peak > 1e8  # even a slow shared CPU does 100 MFLOP/s
-    assert glue.device_peak("cpu") == peak  # measured once per process
+    assert devices.peak_flops("cpu") == peak  # measured once per process
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12),
+    ("NVIDIA H100 PCIe", 756e12),
+    ("NVIDIA H200", 989e12),
+    ("NVIDIA H200 NVL", 835e12),
+    ("NVIDIA A100-SXM4-40GB", 312e12),
+    ("NVIDIA A100 80GB PCIe", 312e12),
+    ("NVIDIA L4", 121e12),
+    ("NVIDIA L40S", 362e12),
+    ("NVIDIA A10G", 70e12),
+    ("NVIDIA A10", 125e12),
+    ("NVIDIA GeForce RTX 4090", 165e12),
+    ("NVIDIA GeForce RTX 3090", 71e12),
+    ("Tesla T4", 65e12),
+])
+def test_gpu_peak_flops_come_from_the_datasheet(name, peak):
+    assert devices.datasheet_peak_flops(name) == peak
+
+
+def test_a_gpu_missing_from_the_datasheet_is_measured_once(monkeypatch):
+    monkeypatch.setattr(devices, "_peaks", {})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Unknown 9000")
+    calls = []
+    monkeypatch.setattr(devices, "measure_matmul_flops", lambda kind: calls.append(kind) or 5e13)
+    assert devices.peak_flops("cuda") == 5e13 and devices.peak_flops("cuda") == 5e13
+    assert calls == ["cuda"]
+
+
+def test_while_waiting_for_its_data_the_worker_ensures_the_encoding_once_then_only_reads(
+        user, tiny_corpus, char_tok, monkeypatch):
+    from apps.training import sources
+
+    monkeypatch.setattr(glue, "ENCODE_HERE_AFTER", 0.3)
+    monkeypatch.setattr(glue, "DATA_POLL_SECONDS", 0.05)
+    ensure, read = sources.corpora_services.shards_ensure, sources.data_state
+    calls = {"ensure": 0, "read": 0}
+    monkeypatch.setattr(sources.corpora_services, "shards_ensure",
+                        lambda **kw: calls.__setitem__("ensure", calls["ensure"] + 1) or ensure(**kw))
+    monkeypatch.setattr(sources, "data_state",
+                        lambda **kw: calls.__setitem__("read", calls["read"] + 1) or read(**kw))
+    run = make_run(user, tiny_corpus, char_tok, max_steps=2, eval_interval=2, checkpoint_interval=2)
+    assert train(run) == "succeeded"
+    assert calls["ensure"] == 1 and calls["read"] >= 2  # polled several times before encoding here
 
 
 def test_non_finite_numbers_become_none_for_json():
@@ -311,3 +356,18 @@ def test_the_cancel_button_reaches_the_worker_within_one_step(run, encoded, user
     run.refresh_from_db()
     assert asked["at"] == 10 and run.step <= 11, f"stopped at step {run.step}"
     assert any(e.message.startswith("Cancel requested by ada") for e in run.events.all())
+
+
+def test_torch_compile_keeps_its_cache_under_artifacts_dir_so_a_second_run_starts_warm(monkeypatch, settings):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    glue.use_compile_cache()
+    import os
+    from pathlib import Path
+
+    root = Path(settings.ARTIFACTS_DIR) / glue.COMPILE_CACHE
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(root / "triton")
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/fast/disk")  # an operator's choice wins
+    glue.use_compile_cache()
+    assert os.environ["TRITON_CACHE_DIR"] == "/fast/disk"

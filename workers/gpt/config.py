@@ -170,6 +170,9 @@ class TrainConfig(_ConfigMixin):
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     dtype: str = "auto"  # "auto" = bfloat16 autocast on CUDA when supported, else float16 on CUDA, else float32
     compile: bool = False  # torch.compile the model: faster steps on CUDA after a slow first one
+    # report (and read the loss from the device) every this many steps; None = 1 on CPU and MPS (every step on the
+    # curve), 10 on CUDA, where reading a number waits for the GPU and would stall its queue of kernels every step
+    log_interval: int | None = None
 
     def __post_init__(self):
         self.validate()
@@ -179,6 +182,8 @@ class TrainConfig(_ConfigMixin):
         self._check_types()
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters", "keep_last"):
             _at_least(name, getattr(self, name), 1)
+        if self.log_interval is not None:
+            _at_least("log_interval", self.log_interval, 1, "or leave it empty for the device's default")
         for name in ("warmup_steps", "checkpoint_interval", "weight_decay", "grad_clip", "min_lr"):
             _at_least(name, getattr(self, name), 0)
         if not self.learning_rate > 0:
@@ -264,3 +269,59 @@ def memory_estimate(gpt: GPTConfig, train: TrainConfig) -> dict[str, int]:
 def memory_estimate_bytes(gpt: GPTConfig, train: TrainConfig) -> int:
     """Rough training memory in bytes: weights + grads + AdamW states + activations of one micro-batch."""
     return sum(memory_estimate(gpt, train).values())
+
+
+# -----------------------------------------------------------------------------
+# does it fit: the checks the submit form makes before a run is queued and the worker makes again before it trains,
+# one wording for both. Each returns None when all is well.
+
+GiB = 1024**3
+MEMORY_HEADROOM = 0.85  # a run may plan to use this share of a device's memory; the rest is the OS, torch, caches
+
+
+def split_fit_error(block_size: int, splits: dict[str, int | None], *, approx: bool = False,
+                    of: str = "") -> ConfigError | None:
+    """block_size against the split sizes in tokens ({"validation": n, "training": n}; None = unknown): every
+    sample is block_size + 1 consecutive tokens of one split. `approx` says the counts are estimates; `of` names the
+    data ("of shakespeare with gpt2")."""
+    for split, tokens in splits.items():
+        if tokens is None or tokens > block_size:
+            continue
+        about = "about " if approx else ""
+        where = f" {of}" if of else ""
+        return ConfigError("block_size", (
+            f"block_size ({block_size}) is larger than the {split} split ({about}{tokens:,} tokens{where}): each "
+            f"sample needs block_size + 1 tokens. Use block_size={max(2, tokens // 2)} or less, or more text (or a "
+            f"larger validation share of the corpus)"))
+    return None
+
+
+def memory_fit_error(gpt: GPTConfig, train: TrainConfig, *, memory_bytes: int | None,
+                     device: str = "the device") -> ConfigError | None:
+    """The training memory estimate against a device's memory (None = unknown: no check). The field named is the
+    one whose part dominates: batch_size for activations, n_embd for weights and AdamW state."""
+    if not memory_bytes:
+        return None
+    parts = memory_estimate(gpt, train)
+    need = sum(parts.values())
+    if need <= memory_bytes * MEMORY_HEADROOM:
+        return None
+    activations = parts["activations"]
+    states = parts["weights"] + parts["grads"] + parts["optimizer"]
+    if activations > need / 2:
+        field, fix = "batch_size", "reduce batch_size or block_size (activations dominate)"
+    else:
+        field, fix = "n_embd", "reduce n_layer or n_embd (weights and AdamW state dominate)"
+    return ConfigError(field, (
+        f"this model needs about {need / GiB:.1f} GiB to train (weights, gradients and AdamW {states / GiB:.1f} GiB, "
+        f"activations {activations / GiB:.1f} GiB), but {device} has {memory_bytes / GiB:.1f} GiB: {fix}"))
+
+
+def missing_chars_error(*, tokenizer: str, corpus: str, alphabet, chars) -> str | None:
+    """A character tokenizer (its `chars`) cannot encode a corpus whose `alphabet` has characters it lacks."""
+    missing = sorted(set(alphabet) - set(chars))
+    if not missing:
+        return None
+    shown = " ".join(repr(c) for c in missing[:8]) + (" …" if len(missing) > 8 else "")
+    return (f"{tokenizer} has no id for {len(missing)} character(s) of {corpus} ({shown}): choose {corpus}'s own "
+            f"character tokenizer (build one from this corpus), or a BPE one")

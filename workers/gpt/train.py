@@ -5,45 +5,72 @@ train() knows nothing about Django, files or sockets. It reports through callbac
 on_checkpoint), asks should_stop() once per step, and returns the final TrainState. The worker glue turns the
 callbacks into service calls and published events, and saves checkpoints with checkpoint.save_train_state().
 
+Pretraining and fine-tuning share it: by default train() builds GPT(model_cfg) from the seed and samples windows of
+token arrays; a caller may instead hand in an already-built `model` (loaded weights, perhaps wrapped with LoRA
+adapters: only parameters with requires_grad are optimised) and a `batch_fn` that makes each batch (targets of -1
+carry no loss).
+
 On CPU a run is deterministic: the same configs and data give the same losses, and a run resumed from a checkpoint
 continues exactly as if it had never stopped (model, AdamW state, and both RNGs are restored).
+
+On CUDA the loop takes the fast path (the parts marked "CUDA" have not been run on a GPU in this repository's
+tests, which are CPU-only; `make bench-gpu` exercises them where a GPU is): bf16 autocast, TF32 matmuls, fused
+AdamW (GPT.configure_optimizers), flash attention through F.scaled_dot_product_attention, torch.compile when asked,
+and no host-device synchronisation between log steps: the loss and the gradient norm stay on the device and are
+read (.item()) only every log_interval steps, evaluations and checkpoints.
 """
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from .config import ConfigError, GPTConfig, TrainConfig, flops_per_token
 from .data import get_batch
 from .model import GPT
 
+BatchFn = Callable[[str, torch.Generator], tuple[Tensor, Tensor]]  # ("train" | "val", generator) -> (x, y), (B, T)
+
 
 @dataclass
 class TrainState:
-    """Where a run stands. Handed to on_checkpoint and returned by train(); everything a checkpoint needs."""
-    model: GPT  # the plain module, also when training used a torch.compile'd wrapper
+    """Where a run stands. Handed to on_eval and on_checkpoint and returned by train(); everything a checkpoint
+    needs."""
+    model: torch.nn.Module  # the plain module (a GPT, or a GPT wrapped with adapters), not a torch.compile wrapper
     optimizer: torch.optim.Optimizer
     model_cfg: GPTConfig
     train_cfg: TrainConfig
     device: str
     step: int = 0  # optimizer steps completed
-    loss: float | None = None  # loss of the last step's batch
-    train_loss: float | None = None  # last evaluation's estimate on train_data
-    val_loss: float | None = None  # last evaluation's estimate on val_data
+    loss: float | None = None  # loss of the last logged step's batch
+    train_loss: float | None = None  # last evaluation's estimate on the train split
+    val_loss: float | None = None  # last evaluation's estimate on the val split
     best_val_loss: float | None = None
     stopped: bool = False  # should_stop() ended the run early
     rng_state: dict[str, bytes] = field(default_factory=dict)  # torch (dropout), data (batch sampling), cuda
 
 
-def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data=None, *, on_step=None, on_eval=None,
-          on_checkpoint=None, should_stop=None, resume=None) -> TrainState:
-    """Train a GPT on token arrays (1-D memmaps, arrays or tensors of ids) and return the final TrainState.
+def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_data=None, *,
+          model: torch.nn.Module | None = None, batch_fn: BatchFn | None = None, peak_flops: float | None = None,
+          on_step=None, on_eval=None, on_checkpoint=None, should_stop=None, resume=None) -> TrainState:
+    """Train a GPT and return the final TrainState.
 
-    on_step(report)   after every step: {"step", "loss", "lr", "grad_norm", "ms", "tokens_per_s", "mfu"}
-    on_eval(report)   at step 0, every eval_interval steps and the last: {"step", "train_loss", "val_loss"}
+    train_data, val_data  token arrays (1-D memmaps, arrays or tensors of ids) to sample windows from (val_data
+                      None: no val split); both None when a batch_fn makes the batches
+    model             an already-built model to train (loaded weights, maybe LoRA-wrapped) instead of GPT(model_cfg)
+                      built from the seed; only its parameters with requires_grad are optimised
+    batch_fn(split, generator) -> (x, y)  makes a (batch_size, block_size) batch of the "train" or the "val" split
+                      (both are asked for), replacing get_batch for the training steps and the evaluations; y == -1
+                      marks positions without loss. Drawing only from `generator` keeps runs seeded and resumable
+    peak_flops        the device's peak FLOP/s (workers.devices.peak_flops): reports carry MFU against it
+    on_step(report)   every log_interval steps and the last: {"step", "loss", "lr", "grad_norm", "ms", "tokens_per_s",
+                      "mfu"}; ms and tokens_per_s are means over the steps since the previous report
+    on_eval(report, state)  at step 0, every eval_interval steps and the last: {"step", "train_loss", "val_loss"},
+                      and the TrainState (its model, to sample from)
     on_checkpoint(state)  every checkpoint_interval steps and at the last step (not when stopped: the caller may
                       save the returned state itself)
     should_stop()     checked before every step; True ends the run with state.stopped set
@@ -51,19 +78,27 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data=Non
     """
     model_cfg.validate()
     train_cfg.validate()
+    if batch_fn is None and train_data is None:
+        raise ValueError("train() needs train_data (a token array) or a batch_fn that makes the batches")
     device = resolve_device(train_cfg.device)
     device_type = torch.device(device).type
     dtype = resolve_dtype(train_cfg.dtype, device)
+    if device_type == "cuda":  # CUDA: TF32 for the float32 matmuls autocast leaves (nanoGPT does the same)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     # weights stay float32; autocast runs the matmuls in bf16/fp16. fp16 needs loss scaling, bf16 does not
     ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device_type=device_type, dtype=dtype)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == torch.float16))
-
-    peak = device_peak_flops(device)  # may measure a matmul the first time: do it before the timed steps
+    log_every = train_cfg.log_interval or (10 if device_type == "cuda" else 1)
 
     torch.manual_seed(train_cfg.seed)  # the weight init and then dropout draw from the global generator
-    model = GPT(model_cfg).to(device)
-    optimizer = model.configure_optimizers(
-        train_cfg.weight_decay, train_cfg.learning_rate, (train_cfg.beta1, train_cfg.beta2), device_type)
+    if model is None:
+        model = GPT(model_cfg)
+    model = model.to(device)
+    # AdamW over the parameters with requires_grad; works on any module, also a GPT wrapped with adapters
+    optimizer = GPT.configure_optimizers(
+        model, train_cfg.weight_decay, train_cfg.learning_rate, (train_cfg.beta1, train_cfg.beta2), device_type)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     data_gen = torch.Generator().manual_seed(train_cfg.seed)  # batch sampling has its own generator, saved with it
     state = TrainState(model, optimizer, model_cfg, train_cfg, device)
 
@@ -81,24 +116,38 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data=Non
         state.best_val_loss = resume.losses.get("best_val", state.val_loss)
 
     fwd = torch.compile(model) if train_cfg.compile else model
-    splits = {"train": train_data} if val_data is None else {"train": train_data, "val": val_data}
     B, T, accum = train_cfg.batch_size, model_cfg.block_size, train_cfg.grad_accum
+    if batch_fn is None:
+        arrays = {"train": train_data} if val_data is None else {"train": train_data, "val": val_data}
+        splits = list(arrays)
+
+        def batch_fn(split, generator):
+            return get_batch(arrays[split], B, T, generator, device)
+    else:
+        splits = ["train", "val"]
+
+    def batch(split, generator):
+        x, y = batch_fn(split, generator)
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
     tokens_per_step = B * T * accum
     step_flops = flops_per_token(model_cfg) * tokens_per_step
 
     def evaluate():
-        losses = estimate_loss(fwd, splits, train_cfg, T, device, ctx)
+        losses = estimate_loss(fwd, batch, splits, train_cfg, ctx)
         state.train_loss, state.val_loss = losses["train"], losses.get("val")
         if state.val_loss is not None and (state.best_val_loss is None or state.val_loss < state.best_val_loss):
             state.best_val_loss = state.val_loss
         if on_eval is not None:
-            on_eval({"step": state.step, "train_loss": state.train_loss, "val_loss": state.val_loss})
+            on_eval({"step": state.step, "train_loss": state.train_loss, "val_loss": state.val_loss}, state)
 
-    for name, data in splits.items():
-        _check_ids(name, data, model_cfg, train_cfg)
+    for split in splits:
+        _check_ids(split, batch, model_cfg, train_cfg)
     if state.step == 0:
         evaluate()  # the loss before training: about ln(vocab_size) for a fresh init
     model.train()
+    synced_step, t_synced = state.step, time.perf_counter()  # the device was last waited for here
+    loss_sum = grad_norm = None
     while state.step < train_cfg.max_steps:
         if should_stop is not None and should_stop():
             state.stopped = True
@@ -108,10 +157,9 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data=Non
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         for _ in range(accum):
-            x, y = get_batch(train_data, B, T, data_gen, device)
+            x, y = batch("train", data_gen)
             with ctx:
                 _, loss = fwd(x, y)
                 loss = loss / accum  # the gradient of the mean over all micro-batches
@@ -119,32 +167,38 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data=Non
             loss_sum += loss.detach()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         # clip_grad_norm_ returns the norm before clipping; with clipping off (inf) it only measures
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip or math.inf)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.grad_clip or math.inf)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)  # free the gradient memory now
-        state.loss = loss_sum.item()  # .item() waits for the device, so the timing below is honest
-        dt = time.perf_counter() - t0
         state.step = step
 
-        if on_step is not None:
-            on_step({
-                "step": step,
-                "loss": state.loss,
-                "lr": lr,
-                "grad_norm": grad_norm.item(),
-                "ms": dt * 1000,
-                "tokens_per_s": tokens_per_step / dt,
-                "mfu": step_flops / dt / peak if peak else None,
-            })
         last = step == train_cfg.max_steps
-        if step % train_cfg.eval_interval == 0 or last:
-            evaluate()
+        evaluating = step % train_cfg.eval_interval == 0 or last
         every = train_cfg.checkpoint_interval
-        if on_checkpoint is not None and (last or (every and step % every == 0)):
-            state.rng_state = _rng_state(data_gen, device)
-            on_checkpoint(state)
+        saving = on_checkpoint is not None and (last or (every and step % every == 0))
+        if step % log_every == 0 or last or evaluating or saving:
+            state.loss = loss_sum.item()  # .item() waits for the device, so the timing below is honest
+            dt = (time.perf_counter() - t_synced) / (step - synced_step)  # per step, since the last sync
+            if on_step is not None:
+                on_step({
+                    "step": step,
+                    "loss": state.loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm.item(),
+                    "ms": dt * 1000,
+                    "tokens_per_s": tokens_per_step / dt,
+                    "mfu": step_flops / dt / peak_flops if peak_flops else None,
+                })
+            if evaluating:
+                evaluate()
+            if saving:
+                state.rng_state = _rng_state(data_gen, device)
+                on_checkpoint(state)
+            synced_step, t_synced = step, time.perf_counter()  # evaluations and callbacks are not step time
 
+    if loss_sum is not None and synced_step != state.step:  # stopped between two log steps
+        state.loss = loss_sum.item()
     state.rng_state = _rng_state(data_gen, device)
     return state
 
@@ -164,27 +218,27 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def estimate_loss(model, splits: dict, cfg: TrainConfig, block_size: int, device="cpu",
-                  ctx=nullcontext()) -> dict[str, float]:
-    """Mean loss over eval_iters batches of each split, in eval mode (no dropout). Every evaluation draws the same
-    batches from a fixed seed, so successive estimates differ only by the model, and the training RNG is untouched."""
+def estimate_loss(model, batch: BatchFn, splits, cfg: TrainConfig, ctx=nullcontext()) -> dict[str, float]:
+    """Mean loss over eval_iters batches of each split (batch(split, generator) -> (x, y) on the device), in eval
+    mode (no dropout). Every evaluation draws the same batches from a fixed seed, so successive estimates differ only
+    by the model, and the training RNG is untouched."""
     model.eval()
     out = {}
-    for name, data in splits.items():
+    for name in splits:
         gen = torch.Generator().manual_seed(cfg.seed + 1)
-        losses = torch.zeros(cfg.eval_iters)
+        losses = torch.zeros(cfg.eval_iters, device=next(model.parameters()).device)
         for k in range(cfg.eval_iters):
-            x, y = get_batch(data, cfg.batch_size, block_size, gen, device)
+            x, y = batch(name, gen)
             with ctx:
                 _, loss = model(x, y)
-            losses[k] = loss.item()
+            losses[k] = loss.detach()  # stays on the device: one sync per split, not one per batch
         out[name] = losses.mean().item()
     model.train()
     return out
 
 
 # -----------------------------------------------------------------------------
-# device, dtype and peak FLOP/s
+# device and dtype
 
 
 def resolve_device(preference: str = "auto") -> str:
@@ -208,81 +262,22 @@ def resolve_dtype(preference: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[preference]
 
 
-# dense bf16 tensor-core FLOP/s from NVIDIA datasheets (fp16 for GPUs without bf16); the first substring of the
-# device name that matches wins, so the more specific names come first
-PEAK_FLOPS = [
-    ("B200", 2250e12),
-    ("H200", 989e12),
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-    ("A800", 312e12),
-    ("L40S", 362e12),
-    ("L40", 181e12),
-    ("L4", 121e12),
-    ("A10G", 70e12),
-    ("A10", 125e12),
-    ("RTX 4090", 165e12),
-    ("RTX 3090", 71e12),
-    ("RTX A6000", 155e12),
-    ("V100", 125e12),
-    ("T4", 65e12),
-]
-_measured_peak: dict[str, float] = {}  # device type -> measured matmul FLOP/s, measured once per process
-
-
-def device_peak_flops(device) -> float:
-    """Peak FLOP/s to measure MFU against: the datasheet number for known GPUs, else a matmul measured once."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in PEAK_FLOPS:
-            if key in name:
-                return flops
-    if device.type not in _measured_peak:
-        _measured_peak[device.type] = _measure_matmul_flops(device)
-    return _measured_peak[device.type]
-
-
-def _measure_matmul_flops(device: torch.device, n: int = 512, reps: int = 5) -> float:
-    """Best FLOP/s of an n x n matmul: a practical peak for CPUs and GPUs without a datasheet entry."""
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    # constant operands: drawing random ones would advance the global RNG and change a seeded run
-    a = torch.full((n, n), 0.5, device=device, dtype=dtype)
-    b = torch.full((n, n), 0.25, device=device, dtype=dtype)
-    best = math.inf
-    for _ in range(reps + 1):  # the first round warms up
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 # -----------------------------------------------------------------------------
 # helpers
 
 
-def _check_ids(name: str, data, model_cfg: GPTConfig, train_cfg: TrainConfig):
+def _check_ids(split: str, batch: BatchFn, model_cfg: GPTConfig, train_cfg: TrainConfig):
     """Catch data from another tokenizer up front, with a message instead of an index error deep in the embedding.
     Checks a few sampled batches (scanning a large memmap would take long), drawn with their own generator."""
     gen = torch.Generator().manual_seed(train_cfg.seed + 2)
     for _ in range(4):
         try:
-            _, y = get_batch(data, train_cfg.batch_size, model_cfg.block_size, gen)
+            x, y = batch(split, gen)
         except ValueError as e:
-            raise ValueError(f"{name} data: {e}") from None
-        high = int(y.max())
+            raise ValueError(f"{split} data: {e}") from None
+        high = int(torch.maximum(x.max(), y.max()))
         if high >= model_cfg.vocab_size:
-            raise ValueError(f"the {name} data holds token id {high} but vocab_size is {model_cfg.vocab_size}: "
+            raise ValueError(f"the {split} data holds token id {high} but vocab_size is {model_cfg.vocab_size}: "
                              f"it was tokenized with a different tokenizer, or vocab_size is too small")
 
 

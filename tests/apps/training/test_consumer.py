@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from apps.system.realtime import publish
-from apps.training import realtime, services
+from apps.training import lease, realtime
 from apps.training.models import Run
 from tests.training_fixtures import make_run
 
@@ -49,7 +49,7 @@ async def receive(ws, kind, timeout=3.0):
 
 def record(run, token, steps, evals=()):
     rows = [[s, 3.0 - s / 10, 1e-3, 0.5, 10.0, 1000.0, 0.2, s * 0.1] for s in steps]
-    services.run_record(run_id=run.pk, token=token, steps=rows, evals=[list(e) for e in evals], samples=[],
+    lease.run_record(run_id=run.pk, token=token, steps=rows, evals=[list(e) for e in evals], samples=[],
                         progress={"step": max(steps), "elapsed": 1.0, "latest": {}})
 
 
@@ -80,7 +80,7 @@ def test_an_unknown_run_is_refused_like_another_users(user):
 
 
 def test_the_owner_gets_what_the_worker_publishes_and_the_history_it_missed(owned, user):
-    token = services.run_claim(run_id=owned.pk, worker="w", device={}).lease_token
+    token = lease.run_claim(run_id=owned.pk, worker="w", device={}).lease_token
     record(owned, token, [1, 2, 3], evals=[(0, 4.1, 4.2, 0.0)])  # before the page connected
 
     async def scenario():
@@ -93,7 +93,7 @@ def test_the_owner_gets_what_the_worker_publishes_and_the_history_it_missed(owne
         await sync_to_async(record)(owned, token, [4, 5])
         live = await receive(ws, "metrics")
         assert [r[0] for r in live["steps"]] == [4, 5] and live["epoch"] == 0
-        await sync_to_async(services.run_finish)(run_id=owned.pk, token=token, status="succeeded")
+        await sync_to_async(lease.run_finish)(run_id=owned.pk, token=token, status="succeeded")
         final = await receive(ws, "status")
         assert final["status"] == "succeeded" and final["entry"]["message"].startswith("Finished at step 5")
         await ws.disconnect()
@@ -102,9 +102,9 @@ def test_the_owner_gets_what_the_worker_publishes_and_the_history_it_missed(owne
 
 
 def test_a_page_from_before_a_rewind_gets_the_whole_history_again(owned, user):
-    token = services.run_claim(run_id=owned.pk, worker="w", device={}).lease_token
+    token = lease.run_claim(run_id=owned.pk, worker="w", device={}).lease_token
     record(owned, token, [1, 2, 3, 4])
-    services.run_rewind(run_id=owned.pk, token=token, step=2)
+    lease.run_rewind(run_id=owned.pk, token=token, step=2)
 
     async def scenario():
         ws, _, _ = await connect(owned, user)

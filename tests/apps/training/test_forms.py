@@ -182,3 +182,39 @@ def test_the_new_run_page_shows_presets_and_their_estimates(client, user, bundle
     assert 'name="n_embd" value="384"' in html and 'data-estimate="params"' in html
     assert "10.7 M" in html  # nanoGPT's baby GPT: 10.65M parameters
     assert math.isclose(PRESETS["shakespeare-char-baby"].reference, 1.47)
+
+
+def test_the_llama_block_style_sets_rmsnorm_rope_and_swiglu_with_grouped_kv_heads(user, tiny_corpus, char_tok,
+                                                                                   redis_clean):
+    form = RunForm(form_data(tiny_corpus, char_tok, block="llama", n_kv_head=1), user=user)
+    assert form.is_valid(), form.errors
+    model, _ = form.configs()
+    assert (model["norm"], model["pos"], model["mlp"], model["n_kv_head"]) == ("rmsnorm", "rope", "swiglu", 1)
+    form = RunForm(form_data(tiny_corpus, char_tok), user=user)
+    assert form.is_valid(), form.errors
+    model, _ = form.configs()  # no style given: GPT-2's block, n_kv_head = n_head
+    assert (model["norm"], model["pos"], model["mlp"], model["n_kv_head"]) == ("layernorm", "learned", "gelu",
+                                                                               model["n_head"])
+
+
+@pytest.mark.parametrize("changes, field, words", [
+    ({"block": "llama", "n_kv_head": 3, "n_head": 2, "n_embd": 32}, "n_kv_head", "must divide n_head (2)"),
+    ({"block": "mamba"}, "block", "Select a valid choice"),
+    ({"block": "llama", "n_head": 2, "n_embd": 30}, "n_embd", "even head_size"),
+    ({"log_interval": 0}, "log_interval", "greater than or equal to 1"),
+])
+def test_block_style_settings_are_validated_on_their_field(user, tiny_corpus, char_tok, redis_clean, changes, field,
+                                                           words):
+    errors = errors_of(RunForm(form_data(tiny_corpus, char_tok, **changes), user=user))
+    assert field in errors and words in errors[field], errors
+
+
+def test_the_gpt2_124m_preset_is_llm_c_s_reference_shape(user, bundled, builtins, redis_clean):
+    initial = RunForm.initial_for(preset_key="gpt2-124m", user=user)
+    form = RunForm({k: v for k, v in initial.items() if v is not None and v is not False}, user=user)
+    assert form.is_valid(), form.errors
+    model, train = form.configs()
+    assert (model["n_layer"], model["n_head"], model["n_embd"], model["block_size"]) == (12, 12, 768, 1024)
+    assert model["vocab_size"] == 50304 and form.cleaned_data["tokenizer"].name == "gpt2"
+    assert 124e6 < form.estimate["params"] < 125e6  # GPT-2 small with the padded vocabulary, as nanoGPT counts it
+    assert initial["block"] == "gpt2" and train["compile"] is True

@@ -7,7 +7,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from apps.training import services
+from apps.system import devices
+from apps.training import lease, services
 from apps.training.models import Checkpoint, Evaluation, Metric, Run
 from apps.training.services import TrainingError
 from tests.training_fixtures import make_run, model_config, train_config
@@ -17,12 +18,12 @@ pytestmark = pytest.mark.django_db
 
 
 def claim(run, worker="train@a"):
-    return services.run_claim(run_id=run.pk, worker=worker, device={"kind": "cpu", "name": "Test CPU", "cores": 2})
+    return lease.run_claim(run_id=run.pk, worker=worker, device={"kind": "cpu", "name": "Test CPU", "cores": 2})
 
 
 def record(run, token, steps, evals=()):
     rows = [[s, 2.0 - s / 100, 1e-3, 0.5, 10.0, 1000.0, 0.2, s * 0.1] for s in steps]
-    return services.run_record(run_id=run.pk, token=token, steps=rows, evals=[list(e) for e in evals], samples=[],
+    return lease.run_record(run_id=run.pk, token=token, steps=rows, evals=[list(e) for e in evals], samples=[],
                                progress={"step": max(steps, default=0), "elapsed": 1.0, "latest": {}})
 
 
@@ -51,10 +52,10 @@ def test_a_run_is_claimed_once_and_a_second_delivery_is_refused(run):
 
 def test_renewing_reports_a_cancel_and_a_lost_lease(run, user):
     token = claim(run).lease_token
-    assert services.run_renew(run_id=run.pk, token=token) == (True, False)
+    assert lease.run_renew(run_id=run.pk, token=token) == (True, False)
     services.run_cancel(run=run, user=user)
-    assert services.run_renew(run_id=run.pk, token=token) == (True, True)
-    assert services.run_renew(run_id=run.pk, token="stale") == (False, False)
+    assert lease.run_renew(run_id=run.pk, token=token) == (True, True)
+    assert lease.run_renew(run_id=run.pk, token="stale") == (False, False)
 
 
 def test_recording_ignores_steps_it_has_and_refuses_a_worker_without_the_lease(run):
@@ -73,13 +74,13 @@ def test_rewinding_drops_what_came_after_the_checkpoint_and_bumps_the_epoch(run)
     record(run, token, range(1, 21), evals=[(10, 2.0, 2.1, 1.0), (20, 1.8, 1.9, 2.0)])
     Checkpoint.objects.create(run=run, step=10, path="runs/x/ckpt-000010.safetensors")
     Checkpoint.objects.create(run=run, step=20, path="runs/x/ckpt-000020.safetensors")
-    assert services.run_rewind(run_id=run.pk, token=token, step=10)
+    assert lease.run_rewind(run_id=run.pk, token=token, step=10)
     run.refresh_from_db()
     assert run.epoch == 1 and run.step == 10 and run.val_loss == 2.1 and run.best_val_loss == 2.1
     assert max(Metric.objects.filter(run=run).values_list("step", flat=True)) == 10
     assert list(Evaluation.objects.filter(run=run).values_list("step", flat=True)) == [10]
     assert list(run.checkpoints.values_list("step", flat=True)) == [10]
-    assert not services.run_rewind(run_id=run.pk, token=token, step=10)  # nothing more to drop
+    assert not lease.run_rewind(run_id=run.pk, token=token, step=10)  # nothing more to drop
 
 
 def test_cancelling_a_queued_run_is_immediate(run, user):
@@ -115,7 +116,7 @@ def test_only_stopped_runs_can_be_resumed_and_finished_ones_are_pointed_to_fork(
     token = claim(run).lease_token
     with pytest.raises(TrainingError, match="only a failed or cancelled run"):
         services.run_resume(run=run, user=user)
-    services.run_finish(run_id=run.pk, token=token, status=Run.Status.SUCCEEDED)
+    lease.run_finish(run_id=run.pk, token=token, status=Run.Status.SUCCEEDED)
     with pytest.raises(TrainingError, match="Fork it"):
         services.run_resume(run=run, user=user)
     with pytest.raises(TrainingError, match="nothing to cancel"):
@@ -124,7 +125,7 @@ def test_only_stopped_runs_can_be_resumed_and_finished_ones_are_pointed_to_fork(
 
 def test_a_failed_run_resumes_into_the_queue(run, user):
     token = claim(run).lease_token
-    services.run_finish(run_id=run.pk, token=token, status=Run.Status.FAILED, reason="boom")
+    lease.run_finish(run_id=run.pk, token=token, status=Run.Status.FAILED, reason="boom")
     services.run_resume(run=run, user=user)
     run.refresh_from_db()
     assert run.status == Run.Status.QUEUED and run.reason == "" and run.finished is None
@@ -133,7 +134,7 @@ def test_a_failed_run_resumes_into_the_queue(run, user):
 
 def test_a_finish_without_the_lease_changes_nothing(run):
     claim(run)
-    assert not services.run_finish(run_id=run.pk, token="stale", status=Run.Status.SUCCEEDED)
+    assert not lease.run_finish(run_id=run.pk, token="stale", status=Run.Status.SUCCEEDED)
     run.refresh_from_db()
     assert run.status == Run.Status.PREPARING
 
@@ -157,28 +158,28 @@ def test_runs_whose_worker_stopped_renewing_are_requeued_exactly_once(run, user,
     token = claim(run).lease_token
     claim(alive, "train@b")
     later = timezone.now() + timedelta(seconds=settings.TRAINING_LEASE_SECONDS + 1)
-    services.run_renew(run_id=alive.pk, token=Run.objects.get(pk=alive.pk).lease_token)
+    lease.run_renew(run_id=alive.pk, token=Run.objects.get(pk=alive.pk).lease_token)
     Run.objects.filter(pk=alive.pk).update(lease_expires=later + timedelta(seconds=60))  # still renewing
-    assert services.run_recover_lost(now=later) == [run.pk]
-    assert services.run_recover_lost(now=later) == []  # a second sweeper finds nothing to do
+    assert lease.run_recover_lost(now=later) == [run.pk]
+    assert lease.run_recover_lost(now=later) == []  # a second sweeper finds nothing to do
     run.refresh_from_db()
     assert run.status == Run.Status.QUEUED and run.lease_token == "" and run.worker == "train@a"
     assert "stopped responding" in run.events.last().message
-    assert services.run_renew(run_id=run.pk, token=token) == (False, False)  # the old worker, if it wakes up
+    assert lease.run_renew(run_id=run.pk, token=token) == (False, False)  # the old worker, if it wakes up
     assert claim(run, "train@c") is not None
 
 
 def test_device_profiles_remember_the_best_peak_and_a_running_mfu(db):
     device = {"kind": "cpu", "name": "Test CPU", "cores": 2}
-    services.device_profile_record(device=device, peak_flops=1e11)
-    services.device_profile_record(device=device, peak_flops=2e10)  # measured on a busy machine: ignored
-    services.device_profile_record(device=device, mfu=0.5)
-    services.device_profile_record(device=device, mfu=0.1)
+    devices.device_profile_record(device=device, peak_flops=1e11)
+    devices.device_profile_record(device=device, peak_flops=2e10)  # measured on a busy machine: ignored
+    devices.device_profile_record(device=device, mfu=0.5)
+    devices.device_profile_record(device=device, mfu=0.1)
     from apps.training.models import DeviceProfile
 
-    profile = DeviceProfile.objects.get(key=services.device_key(device))
+    profile = DeviceProfile.objects.get(key=devices.device_key(device))
     assert profile.peak_flops == 1e11 and profile.runs == 2
-    assert services.device_peak_flops(device=device) == 1e11
+    assert devices.device_peak_flops(device=device) == 1e11
     assert profile.mfu == pytest.approx(0.7 * 0.5 + 0.3 * 0.1)
 
 
@@ -222,5 +223,5 @@ def test_an_impossible_mfu_is_not_learned(db):
     from apps.training.models import DeviceProfile
 
     device = {"kind": "cpu", "name": "Test CPU", "cores": 2}
-    services.device_profile_record(device=device, mfu=1.3)
-    assert DeviceProfile.objects.get(key=services.device_key(device)).mfu is None
+    devices.device_profile_record(device=device, mfu=1.3)
+    assert DeviceProfile.objects.get(key=devices.device_key(device)).mfu is None

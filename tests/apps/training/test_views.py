@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from apps.training import services
+from apps.training import lease
 from apps.training.models import Checkpoint, Run
 from tests.training_fixtures import make_run
 
@@ -13,13 +13,13 @@ pytestmark = pytest.mark.django_db
 
 
 def claim(run):
-    return services.run_claim(run_id=run.pk, worker="train@a", device={"kind": "cpu", "name": "Test CPU",
+    return lease.run_claim(run_id=run.pk, worker="train@a", device={"kind": "cpu", "name": "Test CPU",
                                                                       "cores": 2}).lease_token
 
 
 def record(run, token, steps, evals=()):
     rows = [[s, 4.0 - s / 10, 1e-3, 0.5, 10.0, 1000.0, 0.2, s * 0.1] for s in steps]
-    services.run_record(run_id=run.pk, token=token, steps=rows, evals=[list(e) for e in evals],
+    lease.run_record(run_id=run.pk, token=token, steps=rows, evals=[list(e) for e in evals],
                         samples=[(e[0], f"sample at {e[0]} <b>&</b>") for e in evals],
                         progress={"step": max(steps), "elapsed": 2.0, "latest": {"loss": 3.1, "lr": 1e-3}})
 
@@ -135,7 +135,7 @@ def test_the_panel_fragment_comes_back_out_of_band(client, user, run):
 
 def test_a_failed_run_shows_its_reason(client, user, run):
     token = claim(run)
-    services.run_finish(run_id=run.pk, token=token, status=Run.Status.FAILED, reason="the loss became NaN at step 7")
+    lease.run_finish(run_id=run.pk, token=token, status=Run.Status.FAILED, reason="the loss became NaN at step 7")
     client.force_login(user)
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert 'role="alert"><strong>Failed:</strong> the loss became NaN at step 7' in html

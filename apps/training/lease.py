@@ -1,0 +1,231 @@
+"""The worker lease protocol: what the worker glue (workers/training.py and its threads) writes about a run it
+trains. Every call after run_claim carries the lease token: a worker that lost its lease (it stalled, and the run went
+to another worker) can no longer write anything.
+
+    run_claim ─▶ preparing (a fresh lease) ─▶ run_note / run_rewind / run_sync_checkpoints ─▶ run_start ─▶ running
+        ─▶ run_renew (every third of TRAINING_LEASE_SECONDS) and run_record / run_record_checkpoint while training
+        ─▶ run_finish (succeeded | failed | cancelled) or run_requeue (the worker shuts down)
+    run_recover_lost: any train worker re-queues the runs whose worker stopped renewing its lease.
+
+What users do to runs (create, cancel, resume, fork) is in services.py.
+"""
+
+import logging
+import os
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.system import files
+from apps.system.devices import describe_device
+from apps.system.realtime import publish
+from apps.training import realtime
+from apps.training.models import Checkpoint, Evaluation, Metric, Run, RunEvent
+from apps.training.services import enqueue_on_commit, note, publish_status, publish_status_on_commit
+
+log = logging.getLogger(__name__)
+
+
+def lease_seconds() -> float:
+    return settings.TRAINING_LEASE_SECONDS
+
+
+def run_claim(*, run_id: int, worker: str, device: dict, task_id: str = "") -> Run | None:
+    """Take a queued run (or one whose worker's lease ran out) for this worker: status preparing, a fresh lease.
+    None when the run is finished, cancelled, unknown, or held by a live worker: a task delivered twice does nothing
+    the second time."""
+    now = timezone.now()
+    token = secrets.token_hex(16)
+    taken = Run.objects.filter(pk=run_id, status__in=Run.ACTIVE).filter(
+        Q(lease_expires__isnull=True) | Q(lease_expires__lt=now)
+    ).update(
+        status=Run.Status.PREPARING, lease_token=token, lease_expires=now + timedelta(seconds=lease_seconds()),
+        worker=worker, device=device, task_id=task_id or F("task_id"), attempts=F("attempts") + 1, reason="",
+    )
+    if not taken:
+        return None
+    run = Run.objects.get(pk=run_id)
+    note(run, f"Taken by worker {worker} ({describe_device(device)}).")
+    publish(realtime.queue_group(), realtime.queue_event())
+    publish_status(run)
+    return run
+
+
+def run_renew(*, run_id: int, token: str) -> tuple[bool, bool]:
+    """Extend the lease. Returns (still held, cancel requested)."""
+    held = Run.objects.filter(pk=run_id, lease_token=token, status__in=Run.HELD).update(
+        lease_expires=timezone.now() + timedelta(seconds=lease_seconds()))
+    if not held:
+        return False, False
+    return True, Run.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def run_note(*, run_id: int, token: str, message: str, kind: str = RunEvent.Kind.INFO,
+             step: int | None = None) -> None:
+    """A timeline entry from the worker (waiting for data, data ready, ...)."""
+    run = Run.objects.filter(pk=run_id, lease_token=token).first()
+    if run is not None:
+        note(run, message, kind=kind, step=step)
+        publish_status(run)
+
+
+def run_rewind(*, run_id: int, token: str, step: int) -> bool:
+    """Drop everything recorded after `step` (the checkpoint the run resumes from): those steps are trained again.
+    Returns whether anything was dropped (then the run's epoch went up and watching pages were told)."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).first()
+        if run is None:
+            return False
+        dropped = run.metrics.filter(step__gt=step).delete()[0] + run.evaluations.filter(step__gt=step).delete()[0]
+        dropped += run.checkpoints.filter(step__gt=step).delete()[0]
+        if not dropped and run.step <= step:
+            return False
+        evals = list(run.evaluations.all())
+        val_losses = [e.val_loss for e in evals if e.val_loss is not None]
+        last_metric = run.metrics.order_by("-step").first()
+        Run.objects.filter(pk=run_id).update(
+            epoch=F("epoch") + 1, step=step,
+            train_loss=evals[-1].train_loss if evals else None, val_loss=evals[-1].val_loss if evals else None,
+            best_val_loss=min(val_losses) if val_losses else None,
+            elapsed_seconds=last_metric.elapsed if last_metric else 0.0,
+        )
+        run.refresh_from_db()
+        epoch = run.epoch
+        transaction.on_commit(lambda: publish(realtime.run_group(run_id),
+                                                       realtime.rewind_event(run_id, step=step, epoch=epoch)))
+    return True
+
+
+def run_start(*, run_id: int, token: str, from_step: int, resumed: bool) -> bool:
+    """The data is ready and training begins (or continues from `from_step`)."""
+    now = timezone.now()
+    if not Run.objects.filter(pk=run_id, lease_token=token).update(
+            status=Run.Status.RUNNING, started=now, step=from_step):
+        return False
+    run = Run.objects.get(pk=run_id)
+    if resumed:
+        note(run, f"Training continues from the checkpoint at step {from_step}.", step=from_step)
+    else:
+        note(run, "Training started.", step=0)
+    publish_status(run)
+    return True
+
+
+def run_record(*, run_id: int, token: str, steps: list[list], evals: list[list], samples: list[tuple[int, str]],
+               progress: dict) -> bool:
+    """Write a batch of steps and evaluations (rows in realtime.METRIC_FIELDS / EVAL_FIELDS order) and the run's
+    progress, then publish them (apps.system.realtime.publish reuses the calling thread's loop). (run, step) is
+    unique and conflicts are ignored: a batch written twice is written once. Returns False (and writes nothing) when
+    this worker no longer holds the run."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).only("pk", "epoch").first()
+        if run is None:
+            return False
+        Metric.objects.bulk_create(
+            [Metric(run_id=run_id, **dict(zip(realtime.METRIC_FIELDS, row))) for row in steps],
+            ignore_conflicts=True)
+        Evaluation.objects.bulk_create(
+            [Evaluation(run_id=run_id, **dict(zip(realtime.EVAL_FIELDS, row))) for row in evals],
+            ignore_conflicts=True)
+        for step, text in samples:
+            Evaluation.objects.filter(run_id=run_id, step=step).update(sample=text)
+        fields = {"step": progress["step"], "latest": progress.get("latest") or {},
+                  "elapsed_seconds": progress["elapsed"]}
+        if evals:
+            last = dict(zip(realtime.EVAL_FIELDS, evals[-1]))
+            fields |= {"train_loss": last["train_loss"], "val_loss": last["val_loss"]}
+            if progress.get("best_val_loss") is not None:
+                fields["best_val_loss"] = progress["best_val_loss"]
+        Run.objects.filter(pk=run_id).update(**fields)
+        epoch = run.epoch
+
+    group = realtime.run_group(run_id)
+    if steps or evals:
+        publish(group, realtime.metrics_event(run_id, steps=steps, evals=evals, progress=progress, epoch=epoch))
+    for step, text in samples:
+        publish(group, realtime.sample_event(run_id, step=step, text=text))
+    return True
+
+
+def run_record_checkpoint(*, run_id: int, token: str, step: int, path: str, train_loss: float | None,
+                          val_loss: float | None, size_bytes: int, removed: list[str]) -> bool:
+    """A checkpoint was written (and rotation deleted `removed`, paths relative to ARTIFACTS_DIR)."""
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run_id, lease_token=token).exists():
+            return False
+        Checkpoint.objects.update_or_create(
+            run_id=run_id, step=step,
+            defaults={"path": path, "train_loss": train_loss, "val_loss": val_loss, "size_bytes": size_bytes})
+        Checkpoint.objects.filter(run_id=run_id, path__in=removed).delete()
+    publish(realtime.run_group(run_id), realtime.checkpoint_event(run_id, step=step))
+    return True
+
+
+def run_sync_checkpoints(*, run: Run, found: list[tuple[int, str, dict]]) -> None:
+    """Make the Checkpoint rows match the files on disk: `found` is (step, relative path, losses) of every complete
+    checkpoint in the run's folder. A worker killed between writing a file and its row leaves such a difference."""
+    steps = {step for step, _, _ in found}
+    run.checkpoints.exclude(step__in=steps).delete()
+    for step, path, losses in found:
+        full = files.artifact_path(path)
+        Checkpoint.objects.get_or_create(run=run, step=step, defaults={
+            "path": path, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
+            "size_bytes": os.path.getsize(full) if os.path.exists(full) else 0})
+
+
+def run_finish(*, run_id: int, token: str, status: str, reason: str = "", step: int | None = None) -> bool:
+    """The run ended: succeeded, failed (reason says why) or cancelled. Releases the lease."""
+    kinds = {Run.Status.SUCCEEDED: RunEvent.Kind.GOOD, Run.Status.FAILED: RunEvent.Kind.ERROR,
+             Run.Status.CANCELLED: RunEvent.Kind.WARNING}
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run_id, lease_token=token).update(
+                status=status, reason=reason, finished=timezone.now(), lease_token="", lease_expires=None,
+                cancel_requested=False):
+            return False
+        run = Run.objects.get(pk=run_id)
+        words = {Run.Status.SUCCEEDED: "Finished", Run.Status.FAILED: "Failed", Run.Status.CANCELLED: "Cancelled"}
+        message = f"{words[status]} at step {run.step}" + (f": {reason}" if reason else ".")
+        note(run, message, kind=kinds[status], step=run.step)
+        publish_status_on_commit(run_id)
+        transaction.on_commit(lambda: publish(realtime.queue_group(), realtime.queue_event()))
+    return True
+
+
+def run_requeue(*, run_id: int, token: str, message: str) -> bool:
+    """Give a run back to the queue (its worker is shutting down): the next worker continues it."""
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run_id, lease_token=token).update(
+                status=Run.Status.QUEUED, lease_token="", lease_expires=None, queued=timezone.now()):
+            return False
+        run = Run.objects.get(pk=run_id)
+        note(run, message, kind=RunEvent.Kind.WARNING, step=run.step)
+        enqueue_on_commit(run_id)
+        publish_status_on_commit(run_id)
+    return True
+
+
+def run_recover_lost(*, now=None) -> list[int]:
+    """Re-queue every run whose worker stopped renewing its lease (killed, machine rebooted, network gone). Any train
+    worker calls this every few seconds; the conditional update makes exactly one of them re-queue each run."""
+    now = now or timezone.now()
+    recovered = []
+    for run in Run.objects.filter(status__in=Run.HELD, lease_expires__lt=now):
+        with transaction.atomic():
+            if not Run.objects.filter(pk=run.pk, lease_token=run.lease_token, lease_expires__lt=now).update(
+                    status=Run.Status.QUEUED, lease_token="", lease_expires=None, queued=now):
+                continue
+            last = run.checkpoints.order_by("-step").first()
+            where = f"its last checkpoint (step {last.step})" if last else "the start (no checkpoint yet)"
+            silent = (now - run.lease_expires).total_seconds() + lease_seconds()
+            note(run, f"Worker {run.worker or '?'} stopped responding at step {run.step} (no lease renewal for "
+                       f"{silent:.0f} s): the run is queued again and continues from {where} when a worker is free.",
+                  kind=RunEvent.Kind.ERROR, step=run.step)
+            enqueue_on_commit(run.pk)
+            publish_status_on_commit(run.pk)
+        recovered.append(run.pk)
+        log.warning("run %s lost its worker %s; re-queued", run.pk, run.worker)
+    return recovered
