@@ -21,7 +21,15 @@ class CorpusQuerySet(models.QuerySet):
 
 
 class Corpus(models.Model):
+    class Kind(models.TextChoices):
+        TEXT = "text", "text (pretraining)"
+        CONVERSATIONS = "conversations", "conversations (fine-tuning)"
+        TASKS = "tasks", "tasks with a checker (RL, evaluation)"
+
     name = models.CharField(max_length=100)
+    # what the file holds: plain UTF-8 text; JSONL conversations in the OpenAI messages shape
+    # (workers.gpt.conversations); or JSONL problems {"prompt", "answer", "match"} checked by workers.gpt.tasks
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TEXT, db_index=True)
     description = models.TextField(blank=True)
     builtin = models.BooleanField(default=False, help_text="bundled with LLM Lab and seeded at first start")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,

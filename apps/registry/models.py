@@ -70,6 +70,8 @@ class Model(models.Model):
     step = models.PositiveIntegerField(null=True, blank=True)
     val_loss = models.FloatField(null=True, blank=True)
     lineage = models.JSONField(default=dict, blank=True, help_text="names at promotion time, kept if rows go")
+    # the model a fine-tuning or RL run started from: lineage base model -> data set -> run -> this model
+    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived")
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

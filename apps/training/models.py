@@ -34,8 +34,18 @@ class Run(models.Model):
     HELD = (Status.PREPARING, Status.RUNNING)  # a worker holds a lease on it
     STOPPED = (Status.FAILED, Status.CANCELLED)  # may be resumed
 
+    class Kind(models.TextChoices):
+        PRETRAIN = "pretrain", "pretraining"
+        SFT = "sft", "supervised fine-tuning"
+        GRPO = "grpo", "reinforcement learning (GRPO)"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_runs")
     name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PRETRAIN, db_index=True)
+    # the registry model a fine-tuning or RL run starts from (None for pretraining); `corpus` is then the
+    # conversation set (sft) or task set (grpo)
+    base_model = models.ForeignKey("registry.Model", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="derived_runs")
     preset = models.CharField(max_length=40, blank=True, help_text="the preset the form started from, if any")
     # SET_NULL: deleting a corpus or tokenizer keeps the runs' history (`data` remembers what they were); such a run
     # can no longer be resumed or forked
@@ -130,6 +140,8 @@ class Metric(models.Model):
     tokens_per_s = models.FloatField()
     mfu = models.FloatField(null=True, help_text="model FLOPs utilization, 0..1")
     elapsed = models.FloatField(help_text="training seconds since the run first started, at the end of the step")
+    # what only some kinds of run measure (grpo: reward, accuracy, reward_std, response_len, kl, entropy)
+    extra = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["run", "step"]
