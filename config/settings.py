@@ -8,6 +8,8 @@ Environment variables (see README "Configuration"):
   LAB_VAR_DIR    where the defaults above live: database, artifacts, the embedded Redis's data (default ./var)
   DEBUG          1/true to enable Django's debug pages (default off)
   ALLOWED_HOSTS  comma-separated (default localhost,127.0.0.1,[::1])
+  HTTPS, SECURE_PROXY_SSL_HEADER, SECURE_HSTS_SECONDS, SECURE_SSL_REDIRECT   serving over HTTPS (see below)
+  REGISTRY_IMPORT_ROOTS   folders staff may import model files from by server path
 """
 
 import os
@@ -67,6 +69,22 @@ DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 REDIS_URL = _redis_url()
+
+# Serving over HTTPS (what `manage.py check --deploy` asks for). HTTPS=1 sends the session and CSRF cookies over
+# HTTPS only and turns on the redirect to HTTPS; behind a proxy that terminates TLS, SECURE_PROXY_SSL_HEADER names the
+# header it sets ("X-Forwarded-Proto", meaning X-Forwarded-Proto: https) so Django knows the request was secure.
+# Each can be set on its own; the defaults serve plain HTTP on a laptop.
+HTTPS = env_bool("HTTPS")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+if _proxy_header := os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip():
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+# Browsers remember to use HTTPS for this long (seconds; 0 = off). Start small (3600) and raise it (31536000) once
+# HTTPS works: a browser that saw it refuses plain HTTP to the site until it runs out.
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
 
 INSTALLED_APPS = [
     "daphne",  # first: its runserver serves ASGI (websockets included)
