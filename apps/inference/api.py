@@ -34,6 +34,7 @@ from apps.inference import realtime, services
 from apps.inference.models import Generation
 from apps.inference.services import InferenceError
 from apps.registry.models import Model
+from apps.system.unicode import lone_surrogate
 
 MAX_BODY_BYTES = 512 * 1024
 NEVER = -9999.0  # the logprob reported for a probability that underflowed to 0
@@ -100,9 +101,18 @@ def _json_body(request) -> dict:
         body = json.loads(request.body or b"")
     except (ValueError, UnicodeDecodeError) as e:
         raise InferenceError(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise InferenceError("the request body nests too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InferenceError("the request body must be a JSON object", code="invalid_json")
+    text_check(body)
     return body
+
+
+def text_check(value) -> None:
+    """Refuse text that is not Unicode (a lone surrogate: see apps.system.unicode). The socket's messages too."""
+    if problem := lone_surrogate(value):
+        raise InferenceError(problem, code="invalid_unicode")
 
 
 def _unsupported(body: dict) -> None:
@@ -200,6 +210,18 @@ def _create(request, body: dict, *, chat: bool):
         generation = services.generation_create(user=user, model_ref=model, mode="completion", prompt=_prompt(body),
                                                 params=params, via="api", client=_client(request))
     return generation, top
+
+
+def _include_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InferenceError('stream_options must be an object, e.g. {"include_usage": true}', param="stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise InferenceError("stream_options.include_usage must be true or false", param="stream_options")
+    return include
 
 
 def _client(request) -> str:
@@ -354,7 +376,7 @@ async def _serve(request, *, chat: bool):
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise InferenceError("stream must be true or false", param="stream")
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
+        include_usage = _include_usage(body) if stream else False
         generation, top = await sync_to_async(_create)(request, body, chat=chat)
     except InferenceError as e:
         return _error(e)

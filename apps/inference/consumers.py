@@ -1,10 +1,14 @@
 import json
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.inference import realtime, selectors, services
+from apps.inference.api import text_check
 from apps.inference.models import Generation
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024  # a prompt of INFERENCE_MAX_PROMPT_CHARS fits; anything larger is refused unread
 MAX_RUNNING = 4  # generations one page may have running at once (compare mode needs two)
@@ -48,9 +52,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 message = json.loads(text_data)
             except ValueError:
                 raise services.InferenceError("that message is not JSON") from None
+            except RecursionError:
+                raise services.InferenceError("that message nests too deeply") from None
             if not isinstance(message, dict):
                 raise services.InferenceError('a message is a JSON object with an "action"')
             panel = message.get("panel") if isinstance(message.get("panel"), str) else None
+            text_check(message)
             action = message.get("action")
             if action == "generate":
                 await self.generate(message, panel)
@@ -62,6 +69,11 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 raise services.InferenceError('action must be "generate", "branch" or "stop"', param="action")
         except services.InferenceError as e:
             await self.send_json({"type": "error", "panel": panel, "message": str(e), "param": e.param})
+        except Exception:  # a bug, not the sender's fault: keep the socket (and the page's other generations) alive
+            log.exception("ws/inference/ could not handle a message")
+            await self.send_json({"type": "error", "panel": panel, "param": None,
+                                  "message": "the server could not handle that message (its log says why): "
+                                             "try again, or reload the page"})
 
     # -- actions --------------------------------------------------------------------------------------------------
 

@@ -54,7 +54,8 @@ def _number(raw: dict, name: str, *, kind=float, low=None, high=None, low_open=F
         value = default  # left out, null, or an empty form field
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)
+                                                                           and not value.is_integer()):
         if isinstance(value, str):
             try:
                 value = kind(value.strip())
@@ -65,7 +66,10 @@ def _number(raw: dict, name: str, *, kind=float, low=None, high=None, low_open=F
             raise InferenceError(f"{name} must be a {'whole ' if kind is int else ''}number, got {value!r}", param=name)
     if isinstance(value, float) and not math.isfinite(value):
         raise InferenceError(f"{name} must be a finite number", param=name)
-    value = kind(value)
+    try:
+        value = kind(value)
+    except OverflowError:  # an integer too large for a float
+        raise InferenceError(f"{name} is far out of range", param=name) from None
     if low is not None and (value <= low if low_open else value < low):
         raise InferenceError(f"{name} ({value}) must be {'>' if low_open else '>='} {low}", param=name)
     if high is not None and value > high:
