@@ -189,6 +189,9 @@ CORPUS_ENCODE_MAX_SECONDS = float(os.environ.get("CORPUS_ENCODE_MAX_SECONDS", 72
 # Training runs (apps/training). A train worker holds a lease on its run and renews it every third of this; when a
 # worker dies (kill -9, reboot) its lease runs out and a train worker re-queues the run from its last checkpoint.
 TRAINING_LEASE_SECONDS = float(os.environ.get("TRAINING_LEASE_SECONDS", 30))
+# A run queued for longer than this while Redis holds no message for it (Redis restarted without its data, or was
+# away when the run was queued) is enqueued again by the train workers' sweep, so no run waits for ever.
+TRAINING_STRANDED_SECONDS = float(os.environ.get("TRAINING_STRANDED_SECONDS", 60))
 # A run stops with a clear reason after this much training time (Celery's solo pool cannot enforce time limits).
 TRAINING_MAX_SECONDS = float(os.environ.get("TRAINING_MAX_SECONDS", 7 * 24 * 3600))
 
@@ -266,6 +269,11 @@ CELERY_TASK_DEFAULT_QUEUE = "infer"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TRACK_STARTED = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# When Redis goes away (restarted, network gone) workers keep what they are running and reconnect, however long it
+# takes, instead of exiting after Celery's default 100 tries; the launcher restarts an embedded Redis that died.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Workers publish a heartbeat this often; the System page calls a worker gone when its last one is older than

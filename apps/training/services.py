@@ -107,6 +107,15 @@ def run_resume(*, run: Run, user) -> Run:
     saved one), its curve continuing where the checkpoint was."""
     _require_control(run, user, "resume")
     run.refresh_from_db()
+    if run.status == Run.Status.QUEUED and run_message_waiting(run=run) is False:
+        # queued, but its message is gone (Redis restarted without it): Resume sends a new one
+        with transaction.atomic():
+            Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(queued=timezone.now())
+            _note(run, f"Resumed by {user.get_username()}: its message in the queue was lost, so it is sent again.")
+            _enqueue_on_commit(run.pk)
+            _publish_status_on_commit(run.pk)
+        run.refresh_from_db()
+        return run
     if run.status not in Run.STOPPED:
         hint = " Fork it from its last checkpoint to train longer." if run.status == Run.Status.SUCCEEDED else ""
         raise TrainingError(f"run #{run.pk} is {run.status}: only a failed or cancelled run can be resumed.{hint}")
@@ -389,6 +398,46 @@ def run_recover_lost(*, now=None) -> list[int]:
         recovered.append(run.pk)
         log.warning("run %s lost its worker %s; re-queued", run.pk, run.worker)
     return recovered
+
+
+def run_message_waiting(*, run: Run) -> bool | None:
+    """Whether the broker holds the run's last message, waiting in the train queue or delivered and not yet acked;
+    None when Redis cannot be asked (then nobody should conclude the message is lost)."""
+    if not run.task_id:
+        return False
+    from apps.system.redisconn import redis_client
+
+    needle = run.task_id.encode()
+    try:
+        client = redis_client()
+        # kombu's Redis transport: a queue is a list named after it; delivered, unacked messages sit in "unacked"
+        return any(needle in m for m in client.lrange("train", 0, -1)) or any(
+            needle in m for m in client.hvals("unacked"))
+    except Exception:
+        return None
+
+
+def run_requeue_stranded(*, now=None) -> list[int]:
+    """Queue again every run that has waited queued for over TRAINING_STRANDED_SECONDS while the broker holds no
+    message for it (Redis restarted without its data, or it was down when the run was queued): without this such a
+    run waits for ever beside an idle worker. A message that does still exist makes a second delivery, which the task
+    ignores (the run is held or finished by then), so a wrong guess costs nothing."""
+    now = now or timezone.now()
+    bound = timedelta(seconds=settings.TRAINING_STRANDED_SECONDS)
+    requeued = []
+    for run in Run.objects.filter(status=Run.Status.QUEUED, queued__lt=now - bound):
+        if run_message_waiting(run=run) is not False:
+            continue
+        with transaction.atomic():
+            if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, queued=run.queued).update(queued=now):
+                continue  # taken or queued again meanwhile
+            _note(run, f"Run #{run.pk} waited {(now - run.queued).total_seconds():.0f} s in the queue but its message "
+                       f"was lost (Redis restarted or was away): it is queued again.", kind=RunEvent.Kind.WARNING,
+                  step=run.step)
+            _enqueue_on_commit(run.pk)
+        requeued.append(run.pk)
+        log.warning("run %s was queued with no message in the broker; enqueued again", run.pk)
+    return requeued
 
 
 def device_profile_record(*, device: dict, peak_flops: float | None = None, mfu: float | None = None) -> None:
