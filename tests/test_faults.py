@@ -122,3 +122,77 @@ def test_resume_sends_a_queued_run_whose_message_was_lost_again(user, tiny_corpu
     services.run_resume(run=run, user=user)
     assert sent == [run.pk]
     assert "message in the queue was lost" in run.events.order_by("-id").first().message
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# an infer worker killed mid-stream
+
+
+def _live(name: str) -> bool:
+    from apps.system.selectors import worker_list
+
+    return any(w["name"] == name and w["state"] == "live" for w in worker_list())
+
+
+@pytest.fixture
+def endless(tmp_path):
+    """A model with no end-of-text token: it generates until max_new_tokens, long enough to be killed mid-stream."""
+    from tests.apps.registry.factories import make_model
+
+    model = make_model(tmp_path, name="Endless", n_layer=4, n_embd=64, ctx=64)
+    model.stop_ids = []
+    model.save(update_fields=["stop_ids"])
+    return model
+
+
+def test_a_killed_infer_worker_ends_the_pages_stream_and_the_apis_within_worker_gone_seconds(
+        processes, endless, redis_clean, settings):
+    import asyncio
+    import http.client
+    import json
+    from urllib.parse import urlparse
+
+    import websockets
+
+    url = processes.asgi_server()
+    gone_after = settings.WORKER_GONE_SECONDS  # the test settings' 3 s; INFERENCE_EVENT_TIMEOUT stays 120 s
+    assert settings.INFERENCE_EVENT_TIMEOUT >= 100
+
+    worker = processes.worker("infer", "infer@doomed")
+    wait_for(lambda: _live("infer@doomed"), timeout=60, what="the infer worker's heartbeat", proc=worker)
+
+    async def page():
+        async with websockets.connect(url.replace("http", "ws") + "/ws/inference/", origin=url) as ws:
+            await ws.send(json.dumps({"action": "generate", "panel": "a", "model": endless.slug, "mode": "completion",
+                                      "prompt": "First", "params": {"max_new_tokens": 2048, "seed": 1}}))
+            killed = None
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 90))
+                if m["type"] == "tokens" and killed is None:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    killed = time.monotonic()
+                elif m["type"] == "state" and m["status"] in ("done", "failed", "stopped"):
+                    assert killed is not None, "the generation ended before the worker could be killed"
+                    return m, time.monotonic() - killed
+
+    final, waited = asyncio.run(page())
+    assert final["status"] == "failed" and "the worker went silent" in final["error"], final
+    assert waited < gone_after + 30, f"the page waited {waited:.0f} s"
+
+    second = processes.worker("infer", "infer@doomed-too")
+    wait_for(lambda: _live("infer@doomed-too"), timeout=60, what="the second infer worker", proc=second)
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=90)
+    conn.request("POST", "/v1/completions", json.dumps({"model": endless.slug, "prompt": "First", "max_tokens": 2048,
+                                                        "stream": True}), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    first = response.read(6)  # the first chunk has begun: tokens are flowing
+    assert first.startswith(b"data: ")
+    os.killpg(second.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    rest = response.read().decode()
+    waited = time.monotonic() - killed
+    assert "the worker went silent" in rest and rest.rstrip().endswith("data: [DONE]"), rest[-500:]
+    assert waited < gone_after + 30, f"the API stream waited {waited:.0f} s"
+    print(f"worker gone after {gone_after} s; the streams ended {waited:.1f} s after the kill")

@@ -267,6 +267,20 @@ class Listener:
             return None
 
 
+async def next_event(listener: Listener, generation_id: int) -> dict | None:
+    """The generation's next event; None when its worker went silent: it stopped sending heartbeats (noticed within
+    WORKER_GONE_SECONDS, the generation is then marked failed) or sent nothing for INFERENCE_EVENT_TIMEOUT."""
+    deadline = time.monotonic() + settings.INFERENCE_EVENT_TIMEOUT
+    poll = max(0.5, settings.WORKER_HEARTBEAT_SECONDS)
+    while (left := deadline - time.monotonic()) > 0:
+        event = await listener.next(min(poll, left))
+        if event is not None:
+            return event
+        if await sync_to_async(services.generation_worker_lost)(generation_id=generation_id):
+            return None
+    return None
+
+
 class Result:
     """The generation as the API reports it, built from events (and from the row if the layer dropped a batch)."""
 
@@ -412,7 +426,7 @@ async def _serve(request, *, chat: bool):
             elif event["status"] in realtime.FINISHED:
                 result.final = event
                 break
-            event = await listener.next(settings.INFERENCE_EVENT_TIMEOUT)
+            event = await next_event(listener, generation.pk)
     except InferenceError as e:
         await sync_to_async(_stop)(generation.pk, Generation.StopReason.TIMEOUT)
         return _error(e)
@@ -495,7 +509,7 @@ async def _sse(listener: Listener, first: dict, result: Result, meta: dict, *, c
                     usage = {**meta, "object": obj, "choices": [], "usage": _usage(event, result.records)}
                     yield b"data: " + json.dumps(usage).encode() + b"\n\n"
                 break
-            event = await listener.next(settings.INFERENCE_EVENT_TIMEOUT)
+            event = await next_event(listener, result.generation.pk)
         yield b"data: [DONE]\n\n"
     finally:
         # the client hung up (Django cancels this generator) or the stream ended: either way the worker is freed

@@ -1,7 +1,9 @@
+import asyncio
 import json
 import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.inference import realtime, selectors, services
@@ -35,9 +37,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.started: dict[str, int] = {}  # uid -> generation id, for generations this socket started
         self.running: set[str] = set()
+        self.watchdog: asyncio.Task | None = None
         await self.accept()
 
     async def disconnect(self, code):
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         for uid in list(self.running):
             await database_sync_to_async(self._stop)(self.started[uid], Generation.StopReason.DISCONNECTED)
         for gid in self.started.values():
@@ -106,6 +111,20 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         view = await database_sync_to_async(selectors.generation_created_view)(generation)
         await self.send_json({"type": "created", "panel": panel, **view})
         await database_sync_to_async(self._start)(generation)
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self.watch_workers())
+
+    async def watch_workers(self):
+        """While generations run: one whose worker stopped beating its heart is failed with "the worker went
+        silent" (its final event then arrives like any other), within WORKER_GONE_SECONDS."""
+        poll = max(0.5, settings.WORKER_HEARTBEAT_SECONDS)
+        while self.running:
+            await asyncio.sleep(poll)
+            for uid in list(self.running):
+                try:
+                    await database_sync_to_async(services.generation_worker_lost)(generation_id=self.started[uid])
+                except Exception:  # Redis or the database away for a moment: the next round asks again
+                    log.warning("could not check the worker of generation %s", uid, exc_info=True)
 
     # -- events from the worker, named after their types ----------------------------------------------------------
 

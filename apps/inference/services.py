@@ -215,6 +215,30 @@ def generation_stop(*, generation: Generation, reason: str = Generation.StopReas
         transaction.on_commit(lambda: realtime.publish(realtime.completion_group(generation.pk), event))
 
 
+def generation_worker_lost(*, generation_id: int) -> bool:
+    """If the worker running this generation stopped beating its heart (killed, its machine gone), mark the generation
+    failed and send its final event, so whoever waits on it (the page, the API) hears within WORKER_GONE_SECONDS
+    instead of after INFERENCE_EVENT_TIMEOUT. True when it was lost."""
+    from apps.system.selectors import worker_statuses, worker_view
+
+    generation = Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).exclude(worker="").first()
+    if generation is None:
+        return False
+    status = worker_statuses().get(generation.worker)
+    if status is not None and worker_view(status)["state"] == "live":
+        return False
+    error = (f"the worker went silent: {generation.worker} stopped sending heartbeats (it was killed or its machine "
+             f"went away). Try again: another worker will take it.")
+    lost = Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).update(
+        status=Generation.Status.FAILED, stop_reason=Generation.StopReason.ERROR, error=error, finished=timezone.now())
+    if lost:
+        event = realtime.state_event(str(generation.uid), status=Generation.Status.FAILED,
+                                     stop_reason=Generation.StopReason.ERROR, n_tokens=len(generation.tokens or []),
+                                     text=generation.text, stats={}, notes=[], error=error)
+        realtime.publish(realtime.completion_group(generation_id), event)
+    return bool(lost)
+
+
 def generation_may_control(*, generation: Generation, user) -> bool:
     """Stop or branch: the user who started it (or staff). Anonymous generations are controlled through the socket
     that started them, which the consumer tracks itself."""
