@@ -255,7 +255,7 @@ INFERENCE_CACHE_BYTES = int(os.environ.get("INFERENCE_CACHE_BYTES") or _default_
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "config.channel_layer.PatientRedisChannelLayer",  # channels-redis, patient with Redis
         "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
     }
 }

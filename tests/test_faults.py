@@ -7,7 +7,9 @@ its data, as a crashed server with no persistence comes back) and points the wor
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -20,6 +22,7 @@ from tests.training_fixtures import char_tok, encoded  # noqa: F401  (fixtures)
 from tests.data_fixtures import tiny_corpus, user  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+ROOT_BIN = Path(sys.executable).parent
 
 
 class Redis:
@@ -196,3 +199,83 @@ def test_a_killed_infer_worker_ends_the_pages_stream_and_the_apis_within_worker_
     assert "the worker went silent" in rest and rest.rstrip().endswith("data: [DONE]"), rest[-500:]
     assert waited < gone_after + 30, f"the API stream waited {waited:.0f} s"
     print(f"worker gone after {gone_after} s; the streams ended {waited:.1f} s after the kill")
+
+
+def test_a_generation_ends_with_its_result_when_redis_restarts_mid_stream(processes, private_redis, endless):
+    """Redis restarted without its data forgets every group: the worker finishes into the database, and the page
+    and the API, hearing nothing more, take the final state from the row. Nothing hangs."""
+    import asyncio
+    import http.client
+    import json
+    from urllib.parse import urlparse
+
+    import websockets
+
+    from apps.inference.models import Generation
+
+    port = free_port()
+    daphne = str(ROOT_BIN / "daphne")
+    web = processes.start("daphne-private", [daphne, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+                          LAB_TEST_REDIS_URL=private_redis.url)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(url), timeout=60, what="daphne", proc=web)
+    worker = processes.start("infer-private", _infer_command("infer@restart"), LAB_TEST_REDIS_URL=private_redis.url)
+    wait_for(lambda: _beats(private_redis.url, "infer@restart"), timeout=60, what="the infer worker", proc=worker)
+
+    def restart_redis():
+        private_redis.kill()
+        time.sleep(1)
+        private_redis.start()
+
+    async def page():
+        async with websockets.connect(url.replace("http", "ws") + "/ws/inference/", origin=url) as ws:
+            await ws.send(json.dumps({"action": "generate", "panel": "a", "model": endless.slug, "mode": "completion",
+                                      "prompt": "First", "params": {"max_new_tokens": 2048, "seed": 1}}))
+            restarted = False
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 90))
+                if m["type"] == "tokens" and not restarted:
+                    await asyncio.get_running_loop().run_in_executor(None, restart_redis)
+                    restarted = True
+                elif m["type"] == "state" and m["status"] in ("done", "failed", "stopped"):
+                    return m
+
+    final = asyncio.run(page())
+    row = Generation.objects.get(uid=final["generation"])
+    assert final["status"] == row.status and final["text"] == row.text, (final.get("error"), row.error)
+
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=90)
+    conn.request("POST", "/v1/completions", json.dumps({"model": endless.slug, "prompt": "First", "max_tokens": 2048,
+                                                        "stream": True}), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.read(6) == b"data: "
+    restart_redis()
+    rest = response.read().decode()
+    assert rest.rstrip().endswith("data: [DONE]"), rest[-300:]
+    assert '"finish_reason": "length"' in rest or "error" in rest
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url + "/", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def _beats(redis_url: str, name: str) -> bool:
+    try:
+        return redis_lib.Redis.from_url(redis_url, socket_connect_timeout=1).exists(f"lab:system:worker:{name}") == 1
+    except redis_lib.RedisError:
+        return False
+
+
+def _infer_command(name: str) -> list[str]:
+    from apps.system.management.commands.lab import worker_command
+
+    cmd = worker_command("infer")
+    cmd[cmd.index("-n") + 1] = name
+    return cmd

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 
@@ -29,12 +30,15 @@ from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 
-from apps.inference import realtime, services
+from apps.inference import realtime, selectors, services
 from apps.inference.models import Generation
 from apps.inference.services import InferenceError
 from apps.registry.models import Model
 from apps.system.unicode import lone_surrogate
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 512 * 1024
 NEVER = -9999.0  # the logprob reported for a probability that underflowed to 0
@@ -265,6 +269,10 @@ class Listener:
             return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
         except asyncio.TimeoutError:
             return None
+        except (OSError, RedisError):  # Redis is away for a moment: wait as if nothing came, then ask again
+            log.warning("the channel layer is unreachable while waiting for generation %s", self.generation.pk)
+            await asyncio.sleep(timeout)
+            return None
 
 
 async def next_event(listener: Listener, generation_id: int) -> dict | None:
@@ -276,8 +284,14 @@ async def next_event(listener: Listener, generation_id: int) -> dict | None:
         event = await listener.next(min(poll, left))
         if event is not None:
             return event
-        if await sync_to_async(services.generation_worker_lost)(generation_id=generation_id):
-            return None
+        try:
+            if await sync_to_async(services.generation_worker_lost)(generation_id=generation_id):
+                return None
+            # finished, but its final event never came (Redis restarted and forgot the group): the row has it
+            if (final := await sync_to_async(selectors.generation_final_event)(generation_id=generation_id)):
+                return final
+        except (OSError, RedisError):
+            log.warning("could not check on generation %s: Redis is away", generation_id)
     return None
 
 

@@ -118,13 +118,25 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         """While generations run: one whose worker stopped beating its heart is failed with "the worker went
         silent" (its final event then arrives like any other), within WORKER_GONE_SECONDS."""
         poll = max(0.5, settings.WORKER_HEARTBEAT_SECONDS)
+        finished_unheard: dict[str, int] = {}  # uid -> rounds its row has been finished without its final event
         while self.running:
             await asyncio.sleep(poll)
             for uid in list(self.running):
                 try:
-                    await database_sync_to_async(services.generation_worker_lost)(generation_id=self.started[uid])
+                    if await database_sync_to_async(services.generation_worker_lost)(generation_id=self.started[uid]):
+                        continue  # its final event is on its way through the group
+                    final = await database_sync_to_async(selectors.generation_final_event)(
+                        generation_id=self.started[uid])
                 except Exception:  # Redis or the database away for a moment: the next round asks again
                     log.warning("could not check the worker of generation %s", uid, exc_info=True)
+                    continue
+                if final is None:
+                    continue
+                # finished in the database; two rounds without its final event means the event was lost (Redis
+                # restarted and forgot this socket's groups): send it from the row
+                finished_unheard[uid] = finished_unheard.get(uid, 0) + 1
+                if finished_unheard[uid] >= 2 and uid in self.running:
+                    await self.inference_state(final)
 
     # -- events from the worker, named after their types ----------------------------------------------------------
 

@@ -19,6 +19,7 @@ import time
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from apps.inference import realtime
 from apps.inference.models import ApiToken, Generation
@@ -260,7 +261,10 @@ def generation_mark_running(*, generation_id: int, worker: str) -> Generation | 
 
 
 def generation_stop_requested(*, generation_id: int) -> str | None:
-    raw = redis_client().get(realtime.stop_key(generation_id))
+    try:
+        raw = redis_client().get(realtime.stop_key(generation_id))
+    except RedisError:  # Redis is away for a moment: keep generating, the next check asks again
+        return None
     return raw.decode() if raw else None
 
 
@@ -269,7 +273,10 @@ def generation_finish(*, generation_id: int, status: str, stop_reason: str, toke
     Generation.objects.filter(pk=generation_id).update(
         status=status, stop_reason=stop_reason, tokens=tokens, text=text, n_tokens=len(tokens),
         prompt_tokens=prompt_tokens, cropped=cropped, seed=seed, stats=stats, error=error, finished=timezone.now())
-    redis_client().delete(realtime.stop_key(generation_id))
+    try:
+        redis_client().delete(realtime.stop_key(generation_id))
+    except RedisError:  # it expires by itself within the hour
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------------------------
