@@ -19,7 +19,7 @@ from apps.training.models import Metric, Run
 from tests.conftest import wait_for
 from tests.training_fixtures import make_run, train_worker
 from tests.training_fixtures import char_tok, encoded  # noqa: F401  (fixtures)
-from tests.data_fixtures import tiny_corpus, user  # noqa: F401  (fixtures)
+from tests.data_fixtures import builtins, bundled, tiny_corpus, user  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 ROOT_BIN = Path(sys.executable).parent
@@ -279,3 +279,31 @@ def _infer_command(name: str) -> list[str]:
     cmd = worker_command("infer")
     cmd[cmd.index("-n") + 1] = name
     return cmd
+
+
+def test_a_shard_encoding_job_finishes_when_redis_restarts_under_it(processes, private_redis, bundled, builtins,
+                                                                   monkeypatch):
+    from kombu import Connection
+
+    from apps.corpora import services as corpora_services
+    from apps.corpora.models import JobStatus, Shards
+    from workers.tasks import corpus_encode
+
+    def enqueue_on_private_redis(shards_id):
+        with Connection(private_redis.url) as conn:
+            result = corpus_encode.apply_async((shards_id,), connection=conn)
+        Shards.objects.filter(id=shards_id).update(task_id=result.id)
+
+    monkeypatch.setattr(corpora_services, "_enqueue_encode", enqueue_on_private_redis)
+    worker = processes.start("infer-shards", _infer_command("infer@shards"), LAB_TEST_REDIS_URL=private_redis.url)
+    wait_for(lambda: _beats(private_redis.url, "infer@shards"), timeout=60, what="the infer worker", proc=worker)
+    shards = corpora_services.shards_ensure(corpus_id=bundled["Shakespeare"].pk, tokenizer_id=builtins["gpt2"].pk)
+    wait_for(lambda: Shards.objects.get(pk=shards.pk).status != JobStatus.QUEUED, timeout=60,
+             what="the worker to take the job", proc=worker, interval=0.02)
+    private_redis.kill()  # while it encodes (or just after: either way it must end, and say how)
+    time.sleep(1)
+    private_redis.start()
+    done = wait_for(lambda: (s := Shards.objects.get(pk=shards.pk)).status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+                    and s, timeout=180, what="the job to end after Redis came back", proc=worker)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert worker.poll() is None, "the worker is still there, reconnected"
