@@ -248,3 +248,46 @@ def test_the_training_socket_answers_every_wrong_message_with_an_error_event(use
     replies = socket_session(RunConsumer.as_asgi(), path, messages, 
                              scope={"user": user, "url_route": {"args": (), "kwargs": {"run_id": run.pk}}})
     assert len(replies) == len(messages)
+
+
+def send_only_socket_survives(consumer, path: str, *, user, kwargs: dict, skip_first: bool) -> list:
+    """The sockets that only send (a trace's progress, a corpus's jobs): every wrong message leaves them open, with
+    at most a notice in reply."""
+
+    async def scenario():
+        ws = WebsocketCommunicator(consumer, path)
+        ws.scope.update({"user": user, "client": ["10.0.0.9", 1], "url_route": {"args": (), "kwargs": kwargs}})
+        connected, code = await ws.connect()
+        assert connected, code
+        if skip_first:
+            await ws.receive_output(timeout=5)  # the state on connecting
+        outputs = []
+        for raw in WRONG + ['{"action": "generate"}', '{"type": "since"}']:
+            await ws.send_to(text_data=raw)
+            if not await ws.receive_nothing(timeout=0.05):
+                output = await ws.receive_output(timeout=5)
+                assert output["type"] == "websocket.send", (raw[:60], output)
+                outputs.append(output)
+        await ws.send_to(bytes_data=b"\xff\xfe not text")
+        assert await ws.receive_nothing(timeout=0.2) or (await ws.receive_output())["type"] == "websocket.send"
+        await ws.disconnect()
+        return outputs
+
+    return run_async(scenario())
+
+
+def test_the_explorer_and_corpora_sockets_stay_open_whatever_they_are_sent(user, tiny_corpus, monkeypatch):
+    from apps.corpora.consumers import CorpusConsumer
+    from apps.explorer import services as explorer_services
+    from apps.explorer.consumers import TraceConsumer
+    from tests.apps.explorer.factories import char_tokenizer, tiny_run
+
+    _, checkpoints = tiny_run(owner=user, tokenizer=char_tokenizer())
+    monkeypatch.setattr(explorer_services, "_enqueue", lambda trace: None)
+    trace = explorer_services.trace_request(ref=f"checkpoint:{checkpoints[-1].pk}", text="ROMEO", user=user,
+                                            client="10.0.0.9")
+    notices = send_only_socket_survives(TraceConsumer.as_asgi(), f"/ws/explorer/traces/{trace.key}/", user=user,
+                                        kwargs={"key": trace.key}, skip_first=True)
+    assert notices and all("ignored" in o["text"] for o in notices)
+    send_only_socket_survives(CorpusConsumer.as_asgi(), f"/ws/corpora/corpus/{tiny_corpus.pk}/", user=user,
+                              kwargs={"corpus_id": tiny_corpus.pk}, skip_first=False)
