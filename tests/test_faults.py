@@ -61,8 +61,9 @@ def test_a_run_survives_redis_dying_mid_run_and_every_step_is_recorded_once(
     run = make_run(user, tiny_corpus, char_tok, enqueue=False, max_steps=400, eval_interval=50, checkpoint_interval=50)
     env = {"LAB_TEST_REDIS_URL": private_redis.url, "TRAINING_STRANDED_SECONDS": "2"}
     worker = train_worker_at(processes, "train@steady", env)
-    wait_for(lambda: Run.objects.get(pk=run.pk).step > 40, timeout=120, what="the stranded run to be picked up and "
-             "train a while", proc=worker, interval=0.05)
+    wait_for(lambda: (r := Run.objects.get(pk=run.pk)).step > 40 or r.status == Run.Status.FAILED, timeout=120,
+             what="the stranded run to be picked up and train a while", proc=worker, interval=0.05)
+    assert Run.objects.get(pk=run.pk).status != Run.Status.FAILED, Run.objects.get(pk=run.pk).reason
 
     private_redis.kill()  # mid-run: the run's unacked message goes with it
     time.sleep(2)

@@ -41,6 +41,11 @@ def tiny(tmp_path):
 
 
 def post(path: str, raw: str | bytes, client: Client | None = None):
+    from channels.layers import channel_layers
+
+    # the test client runs each async view on a new event loop; a real server has one. channels-redis keeps
+    # loop-bound locks, so each request here gets a fresh layer, as each would in its own server process.
+    channel_layers.backends.clear()
     client = client or Client()
     response = client.post(path, data=raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw,
                            content_type="application/json")
