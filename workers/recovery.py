@@ -8,6 +8,14 @@ worker sweeps for runs whose lease ran out and queues them again (apps.training.
 then continues from its last checkpoint on the next free worker. When the old message does come back, the task finds
 the run finished or held by a live worker and does nothing.
 
+A message can also be lost while its run is still queued: Redis restarted without its data (or was away when the
+run was queued, or when a stopping worker put its run back). Such a run would wait for ever beside an idle worker,
+so the same sweep also looks for runs queued for over TRAINING_STRANDED_SECONDS whose message Redis does not hold
+(neither waiting in the train queue nor delivered and unacked) and enqueues them again
+(apps.training.lease.run_requeue_stranded). A guess that is wrong costs only a second delivery, which the task
+ignores as above. While Redis is away the sweep concludes nothing; workers reconnect when it is back
+(CELERY_BROKER_CONNECTION_MAX_RETRIES = None), and `manage.py lab` restarts an embedded Redis that died.
+
 Also: a worker asked to shut down (Ctrl-C, SIGTERM) sets SHUTDOWN; the run it holds saves a checkpoint within one
 step and goes back to the queue, so `make run`'s Ctrl-C loses no training.
 """
@@ -23,7 +31,7 @@ SHUTDOWN = threading.Event()  # this worker process is shutting down: runs check
 
 
 class Sweeper(threading.Thread):
-    """Every third of a lease: re-queue runs whose worker stopped renewing its lease."""
+    """Every third of a lease: re-queue runs whose worker stopped renewing its lease, and runs whose message was lost."""
 
     def __init__(self):
         super().__init__(name="training-sweeper", daemon=True)
@@ -33,13 +41,14 @@ class Sweeper(threading.Thread):
         from django.conf import settings
         from django.db import close_old_connections, connection
 
-        from apps.training.lease import run_recover_lost
+        from apps.training.lease import run_recover_lost, run_requeue_stranded
 
         interval = max(0.5, settings.TRAINING_LEASE_SECONDS / 3)
         while not self.stopping.wait(interval):
             try:
                 close_old_connections()
                 run_recover_lost()
+                run_requeue_stranded()
             except Exception:  # a database hiccup: the next sweep tries again
                 log.warning("training recovery sweep failed", exc_info=True)
         connection.close()

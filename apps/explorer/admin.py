@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.explorer.models import Trace
+from apps.explorer.models import Share, Trace
 
 
 @admin.register(Trace)
@@ -27,3 +27,10 @@ class TraceAdmin(admin.ModelAdmin):
         for trace in queryset:
             trace.file.unlink(missing_ok=True)
         super().delete_queryset(request, queryset)
+
+
+@admin.register(Share)
+class ShareAdmin(admin.ModelAdmin):
+    list_display = ("key", "created")
+    search_fields = ("key", "text")
+    readonly_fields = ("key", "created")

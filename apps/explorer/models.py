@@ -66,3 +66,16 @@ class Trace(models.Model):
 def trace_path(key: str) -> str:
     """Where a trace's file lives, relative to ARTIFACTS_DIR."""
     return f"explorer/traces/{key}.lltr"
+
+
+class Share(models.Model):
+    """A text too long to ride in a share link's URL (browsers, proxies and servers cap a URL at a few kB): the link
+    carries `key` instead. The key is a keyed hash of the text, so the same text always gets the same link and a link
+    cannot be guessed from outside; the text is kept until an admin deletes it."""
+
+    key = models.CharField(max_length=32, unique=True)
+    text = models.TextField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"share {self.key}"

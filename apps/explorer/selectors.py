@@ -229,3 +229,14 @@ def trace_view(trace: Trace) -> dict:
         "source_label": trace.source_label,
         "pending": trace.pending,
     }
+
+
+def share_text(*, key: str) -> str:
+    """The text a share link's key stands for; ExplorerError (404) for a key nobody made."""
+    from apps.explorer.models import Share
+
+    share = Share.objects.filter(key=key).first() if isinstance(key, str) and len(key) <= 32 else None
+    if share is None:
+        raise ExplorerError("That share link is unknown here (made on another server, or its text was deleted): "
+                            "paste the text again.", status=404)
+    return share.text

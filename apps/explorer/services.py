@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.explorer import realtime
-from apps.explorer.models import Trace
+from apps.explorer.models import Share, Trace
 from apps.explorer.selectors import ExplorerError, source_get, trace_key
 from apps.system import limits
 from apps.system.realtime import publish
@@ -27,6 +30,19 @@ def text_clean(*, text: str) -> str:
         raise ExplorerError(f"That text has {len(text):,} characters; the explorer takes at most {limit:,} (and "
                             f"traces only its first few hundred tokens): paste a shorter passage.")
     return text
+
+
+SHARE_INLINE_CHARS = 500  # a text up to this long stays in the share link itself; a longer one is stored (Share)
+
+
+def share_for(*, text: str) -> str:
+    """The key a share link carries for `text` instead of the text ("" when the text is short enough for the URL)."""
+    text = text_clean(text=text)
+    if len(text) <= SHARE_INLINE_CHARS:
+        return ""
+    key = hmac.new(settings.SECRET_KEY.encode(), b"explorer-share:" + text.encode(), hashlib.sha256).hexdigest()[:32]
+    Share.objects.get_or_create(key=key, defaults={"text": text})
+    return key
 
 
 def trace_request(*, ref: str, text: str, user, client: str) -> Trace:

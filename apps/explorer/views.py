@@ -4,6 +4,7 @@ message with a 4xx status, never a 500."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
@@ -30,14 +31,24 @@ def _int(value, default: int = 0) -> int:
 @require_GET
 def page(request):
     ref = request.GET.get("model", "")
-    source, problem = None, ""
+    source, problem, status = None, "", 200
     try:
         source = selectors.source_get(ref=ref, user=request.user) if ref else selectors.source_default(user=request.user)
     except ExplorerError as exc:
-        problem = str(exc)
+        problem, status = str(exc), 404
+    text, share = request.GET.get("text") or DEFAULT_TEXT, request.GET.get("share", "")
+    if share:
+        try:
+            text = selectors.share_text(key=share)
+        except ExplorerError as exc:
+            problem, status, share = str(exc), exc.status, ""
+    elif len(text) > settings.EXPLORER_MAX_TEXT_CHARS:
+        problem, status, text = (f"That link carries {len(text):,} characters of text, more than the explorer takes "
+                                 f"({settings.EXPLORER_MAX_TEXT_CHARS:,}): paste a shorter passage."), 414, DEFAULT_TEXT
     view = {
         "model": source.ref if source else "",
-        "text": request.GET.get("text") or DEFAULT_TEXT,
+        "text": text,
+        "share": share,
         "layer": _int(request.GET.get("layer")),
         "head": _int(request.GET.get("head")),
         "tok": _int(request.GET.get("tok"), -1) if request.GET.get("tok") else -1,
@@ -60,7 +71,7 @@ def page(request):
             "urls": {"request": reverse("explorer:trace_request"), "page": reverse("explorer:page")},
         },
     }
-    return render(request, "explorer/page.html", context, status=404 if problem else 200)
+    return render(request, "explorer/page.html", context, status=status)
 
 
 @require_POST
@@ -74,9 +85,11 @@ def trace_request(request):
         trace = services.trace_request(ref=ref, text=text, user=request.user, client=client_address(request))
     except ExplorerError as exc:
         return _refused(request, exc)
+    share = services.share_for(text=text)
     if not request.htmx:
-        return redirect(reverse("explorer:page") + "?" + urlencode({"model": ref, "text": text}))
-    return render(request, "explorer/_trace-live.html", _status_context(trace))
+        return redirect(reverse("explorer:page") + "?" + urlencode({"model": ref, **({"share": share} if share else
+                                                                                      {"text": text})}))
+    return render(request, "explorer/_trace-live.html", _status_context(trace) | {"share": share})
 
 
 @require_GET

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 
@@ -29,12 +30,16 @@ from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 
-from apps.inference import realtime, services
+from apps.inference import realtime, selectors, services
 from apps.inference.models import Generation
 from apps.inference.services import InferenceError
 from apps.registry.models import Model
 from apps.system.limits import client_address
+from apps.system.unicode import lone_surrogate
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 512 * 1024
 NEVER = -9999.0  # the logprob reported for a probability that underflowed to 0
@@ -101,9 +106,18 @@ def _json_body(request) -> dict:
         body = json.loads(request.body or b"")
     except (ValueError, UnicodeDecodeError) as e:
         raise InferenceError(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise InferenceError("the request body nests too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InferenceError("the request body must be a JSON object", code="invalid_json")
+    text_check(body)
     return body
+
+
+def text_check(value) -> None:
+    """Refuse text that is not Unicode (a lone surrogate: see apps.system.unicode). The socket's messages too."""
+    if problem := lone_surrogate(value):
+        raise InferenceError(problem, code="invalid_unicode")
 
 
 def _unsupported(body: dict) -> None:
@@ -203,6 +217,18 @@ def _create(request, body: dict, *, chat: bool):
     return generation, top
 
 
+def _include_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InferenceError('stream_options must be an object, e.g. {"include_usage": true}', param="stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise InferenceError("stream_options.include_usage must be true or false", param="stream_options")
+    return include
+
+
 def _start(generation):
     with transaction.atomic():
         services.generation_start(generation=generation)
@@ -240,6 +266,30 @@ class Listener:
             return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
         except asyncio.TimeoutError:
             return None
+        except (OSError, RedisError):  # Redis is away for a moment: wait as if nothing came, then ask again
+            log.warning("the channel layer is unreachable while waiting for generation %s", self.generation.pk)
+            await asyncio.sleep(timeout)
+            return None
+
+
+async def next_event(listener: Listener, generation_id: int) -> dict | None:
+    """The generation's next event; None when its worker went silent: it stopped sending heartbeats (noticed within
+    WORKER_GONE_SECONDS, the generation is then marked failed) or sent nothing for INFERENCE_EVENT_TIMEOUT."""
+    deadline = time.monotonic() + settings.INFERENCE_EVENT_TIMEOUT
+    poll = max(0.5, settings.WORKER_HEARTBEAT_SECONDS)
+    while (left := deadline - time.monotonic()) > 0:
+        event = await listener.next(min(poll, left))
+        if event is not None:
+            return event
+        try:
+            if await sync_to_async(services.generation_worker_lost)(generation_id=generation_id):
+                return None
+            # finished, but its final event never came (Redis restarted and forgot the group): the row has it
+            if (final := await sync_to_async(selectors.generation_final_event)(generation_id=generation_id)):
+                return final
+        except (OSError, RedisError):
+            log.warning("could not check on generation %s: Redis is away", generation_id)
+    return None
 
 
 class Result:
@@ -351,7 +401,7 @@ async def _serve(request, *, chat: bool):
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise InferenceError("stream must be true or false", param="stream")
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
+        include_usage = _include_usage(body) if stream else False
         generation, top = await sync_to_async(_create)(request, body, chat=chat)
     except InferenceError as e:
         return _error(e)
@@ -387,7 +437,7 @@ async def _serve(request, *, chat: bool):
             elif event["status"] in realtime.FINISHED:
                 result.final = event
                 break
-            event = await listener.next(settings.INFERENCE_EVENT_TIMEOUT)
+            event = await next_event(listener, generation.pk)
     except InferenceError as e:
         await sync_to_async(_stop)(generation.pk, Generation.StopReason.TIMEOUT)
         return _error(e)
@@ -470,7 +520,7 @@ async def _sse(listener: Listener, first: dict, result: Result, meta: dict, *, c
                     usage = {**meta, "object": obj, "choices": [], "usage": _usage(event, result.records)}
                     yield b"data: " + json.dumps(usage).encode() + b"\n\n"
                 break
-            event = await listener.next(settings.INFERENCE_EVENT_TIMEOUT)
+            event = await next_event(listener, result.generation.pk)
         yield b"data: [DONE]\n\n"
     finally:
         # the client hung up (Django cancels this generator) or the stream ended: either way the worker is freed

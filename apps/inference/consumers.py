@@ -1,11 +1,17 @@
+import asyncio
 import json
+import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.inference import realtime, selectors, services
+from apps.inference.api import text_check
 from apps.inference.models import Generation
 from apps.system.limits import client_address
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024  # a prompt of INFERENCE_MAX_PROMPT_CHARS fits; anything larger is refused unread
 MAX_RUNNING = 4  # generations one page may have running at once (compare mode needs two)
@@ -32,9 +38,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.started: dict[str, int] = {}  # uid -> generation id, for generations this socket started
         self.running: set[str] = set()
+        self.watchdog: asyncio.Task | None = None
         await self.accept()
 
     async def disconnect(self, code):
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         for uid in list(self.running):
             await database_sync_to_async(self._stop)(self.started[uid], Generation.StopReason.DISCONNECTED)
         for gid in self.started.values():
@@ -49,9 +58,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 message = json.loads(text_data)
             except ValueError:
                 raise services.InferenceError("that message is not JSON") from None
+            except RecursionError:
+                raise services.InferenceError("that message nests too deeply") from None
             if not isinstance(message, dict):
                 raise services.InferenceError('a message is a JSON object with an "action"')
             panel = message.get("panel") if isinstance(message.get("panel"), str) else None
+            text_check(message)
             action = message.get("action")
             if action == "generate":
                 await self.generate(message, panel)
@@ -63,6 +75,11 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 raise services.InferenceError('action must be "generate", "branch" or "stop"', param="action")
         except services.InferenceError as e:
             await self.send_json({"type": "error", "panel": panel, "message": str(e), "param": e.param})
+        except Exception:  # a bug, not the sender's fault: keep the socket (and the page's other generations) alive
+            log.exception("ws/inference/ could not handle a message")
+            await self.send_json({"type": "error", "panel": panel, "param": None,
+                                  "message": "the server could not handle that message (its log says why): "
+                                             "try again, or reload the page"})
 
     # -- actions --------------------------------------------------------------------------------------------------
 
@@ -95,6 +112,32 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         view = await database_sync_to_async(selectors.generation_created_view)(generation)
         await self.send_json({"type": "created", "panel": panel, **view})
         await database_sync_to_async(self._start)(generation)
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self.watch_workers())
+
+    async def watch_workers(self):
+        """While generations run: one whose worker stopped beating its heart is failed with "the worker went
+        silent" (its final event then arrives like any other), within WORKER_GONE_SECONDS."""
+        poll = max(0.5, settings.WORKER_HEARTBEAT_SECONDS)
+        finished_unheard: dict[str, int] = {}  # uid -> rounds its row has been finished without its final event
+        while self.running:
+            await asyncio.sleep(poll)
+            for uid in list(self.running):
+                try:
+                    if await database_sync_to_async(services.generation_worker_lost)(generation_id=self.started[uid]):
+                        continue  # its final event is on its way through the group
+                    final = await database_sync_to_async(selectors.generation_final_event)(
+                        generation_id=self.started[uid])
+                except Exception:  # Redis or the database away for a moment: the next round asks again
+                    log.warning("could not check the worker of generation %s", uid, exc_info=True)
+                    continue
+                if final is None:
+                    continue
+                # finished in the database; two rounds without its final event means the event was lost (Redis
+                # restarted and forgot this socket's groups): send it from the row
+                finished_unheard[uid] = finished_unheard.get(uid, 0) + 1
+                if finished_unheard[uid] >= 2 and uid in self.running:
+                    await self.inference_state(final)
 
     # -- events from the worker, named after their types ----------------------------------------------------------
 

@@ -56,6 +56,19 @@ def generation_view(generation: Generation) -> dict:
     }
 
 
+def generation_final_event(*, generation_id: int) -> dict | None:
+    """The final state event of a finished generation, rebuilt from its row (None while it runs): for a listener whose
+    events were lost on the way (Redis restarted and forgot the group), so it still ends with the real result."""
+    from apps.inference import realtime
+
+    g = Generation.objects.filter(pk=generation_id).first()
+    if g is None or not g.finished_state:
+        return None
+    return realtime.state_event(str(g.uid), status=g.status, stop_reason=g.stop_reason, n_tokens=g.n_tokens,
+                                text=g.text, prompt_tokens=g.prompt_tokens or 0, cropped=g.cropped, notes=[],
+                                stats=g.stats, error=g.error, seed=g.seed)
+
+
 def generate_models(*, user) -> list[Model]:
     """The Generate page's picker: the models the user may use, published first, SmolLM2 (seeded) among them."""
     models = list(Model.objects.usable_by(user).select_related("owner"))

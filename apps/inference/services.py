@@ -18,6 +18,7 @@ import secrets
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from apps.inference import realtime
 from apps.inference.models import ApiToken, Generation
@@ -57,7 +58,8 @@ def _number(raw: dict, name: str, *, kind=float, low=None, high=None, low_open=F
         value = default  # left out, null, or an empty form field
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)
+                                                                           and not value.is_integer()):
         if isinstance(value, str):
             try:
                 value = kind(value.strip())
@@ -68,7 +70,10 @@ def _number(raw: dict, name: str, *, kind=float, low=None, high=None, low_open=F
             raise InferenceError(f"{name} must be a {'whole ' if kind is int else ''}number, got {value!r}", param=name)
     if isinstance(value, float) and not math.isfinite(value):
         raise InferenceError(f"{name} must be a finite number", param=name)
-    value = kind(value)
+    try:
+        value = kind(value)
+    except OverflowError:  # an integer too large for a float
+        raise InferenceError(f"{name} is far out of range", param=name) from None
     if low is not None and (value <= low if low_open else value < low):
         raise InferenceError(f"{name} ({value}) must be {'>' if low_open else '>='} {low}", param=name)
     if high is not None and value > high:
@@ -214,6 +219,30 @@ def generation_stop(*, generation: Generation, reason: str = Generation.StopReas
         transaction.on_commit(lambda: publish(realtime.completion_group(generation.pk), event))
 
 
+def generation_worker_lost(*, generation_id: int) -> bool:
+    """If the worker running this generation stopped beating its heart (killed, its machine gone), mark the generation
+    failed and send its final event, so whoever waits on it (the page, the API) hears within WORKER_GONE_SECONDS
+    instead of after INFERENCE_EVENT_TIMEOUT. True when it was lost."""
+    from apps.system.selectors import worker_statuses, worker_view
+
+    generation = Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).exclude(worker="").first()
+    if generation is None:
+        return False
+    status = worker_statuses().get(generation.worker)
+    if status is not None and worker_view(status)["state"] == "live":
+        return False
+    error = (f"the worker went silent: {generation.worker} stopped sending heartbeats (it was killed or its machine "
+             f"went away). Try again: another worker will take it.")
+    lost = Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).update(
+        status=Generation.Status.FAILED, stop_reason=Generation.StopReason.ERROR, error=error, finished=timezone.now())
+    if lost:
+        event = realtime.state_event(str(generation.uid), status=Generation.Status.FAILED,
+                                     stop_reason=Generation.StopReason.ERROR, n_tokens=len(generation.tokens or []),
+                                     text=generation.text, stats={}, notes=[], error=error)
+        realtime.publish(realtime.completion_group(generation_id), event)
+    return bool(lost)
+
+
 def generation_may_control(*, generation: Generation, user) -> bool:
     """Stop or branch: the user who started it (or staff). Anonymous generations are controlled through the socket
     that started them, which the consumer tracks itself."""
@@ -235,7 +264,10 @@ def generation_mark_running(*, generation_id: int, worker: str) -> Generation | 
 
 
 def generation_stop_requested(*, generation_id: int) -> str | None:
-    raw = redis_client().get(realtime.stop_key(generation_id))
+    try:
+        raw = redis_client().get(realtime.stop_key(generation_id))
+    except RedisError:  # Redis is away for a moment: keep generating, the next check asks again
+        return None
     return raw.decode() if raw else None
 
 
@@ -244,7 +276,10 @@ def generation_finish(*, generation_id: int, status: str, stop_reason: str, toke
     Generation.objects.filter(pk=generation_id).update(
         status=status, stop_reason=stop_reason, tokens=tokens, text=text, n_tokens=len(tokens),
         prompt_tokens=prompt_tokens, cropped=cropped, seed=seed, stats=stats, error=error, finished=timezone.now())
-    redis_client().delete(realtime.stop_key(generation_id))
+    try:
+        redis_client().delete(realtime.stop_key(generation_id))
+    except RedisError:  # it expires by itself within the hour
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -51,6 +52,7 @@ def api_tokens(request):
     })
 
 
+@login_required
 @require_POST
 def api_token_revoke(request, token_id):
     try:

@@ -13,6 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -176,15 +177,29 @@ def _register_tokenizer(model: Model):
                                      owner=model.owner)
 
 
+def import_source_check(source: Path | str) -> Path:
+    """The real path of a file or directory to import by server path, once it (and, for a directory, every file in
+    it) is known to lie inside settings.REGISTRY_IMPORT_ROOTS after following symlinks; otherwise RegistryError."""
+    roots = [Path(r).resolve() for r in settings.REGISTRY_IMPORT_ROOTS] + [(files.artifacts() / "uploads").resolve()]
+    real = Path(source).expanduser().resolve()
+    if not real.exists():
+        raise RegistryError(f"{source} does not exist on the server.", field="path")
+    inside = [real, *(p.resolve() for p in real.rglob("*"))] if real.is_dir() else [real]
+    for path in inside:
+        if not any(path.is_relative_to(root) for root in roots):
+            shown = ", ".join(str(r) for r in roots) or "(none)"
+            raise RegistryError(f"{source} leads to {path}, outside the folders imports may read from ({shown}): copy "
+                                f"the model there, or add its folder to REGISTRY_IMPORT_ROOTS.", field="path")
+    return real
+
+
 def model_import_create(*, user, source_path: str, name: str, uploaded: bool = False, publish: bool = False) -> ModelImport:
     """Queue an import job (staff only); an infer worker converts the file (tasks.model_import)."""
     _require_staff(user, "import")
     name = model_check_name(name)
     if ModelImport.objects.filter(name=name, status__in=ModelImport.ACTIVE).exists():
         raise RegistryError(f"An import named {name!r} is already running.", field="name")
-    source = Path(source_path)
-    if not source.exists():
-        raise RegistryError(f"{source_path} does not exist on the server.", field="path")
+    source = import_source_check(source_path)
     if source.is_file() and source.suffix.lower() != ".gguf":
         raise RegistryError(f"{source.name} is not a .gguf file: import a GGUF file, or a Hugging Face directory "
                             f"(config.json + model.safetensors).", field="path")
@@ -218,7 +233,7 @@ def model_import_run(*, import_id: int) -> ModelImport | None:
     status, error, model = ModelImport.Status.FAILED, "", None
     try:
         model = model_import_file(
-            source=Path(job.source_path), name=job.name, owner=job.owner,
+            source=import_source_check(job.source_path), name=job.name, owner=job.owner,
             status=Model.Status.PUBLISHED if job.publish else Model.Status.DRAFT, on_progress=on_progress)
         status = ModelImport.Status.SUCCEEDED
     except ImportCancelled:

@@ -13,6 +13,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.system.limits import RateLimited, client_address
+from apps.system.unicode import lone_surrogate
 from apps.tokenization import analysis, selectors, services
 from apps.tokenization.selectors import TokenizationError
 from workers.gpt import tokenizers as toklib
@@ -35,10 +36,12 @@ def _body(request) -> dict:
                                 status=413) from None
     try:
         body = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # a 5000-digit number is a ValueError too
         raise TokenizationError(f"the body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
         raise TokenizationError('the body must be a JSON object, e.g. {"text": "hello", "tokenizer": "gpt2"}')
+    if problem := lone_surrogate(body):
+        raise TokenizationError(problem)
     return body
 
 

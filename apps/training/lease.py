@@ -25,7 +25,7 @@ from apps.system.devices import describe_device
 from apps.system.realtime import publish
 from apps.training import realtime
 from apps.training.models import Checkpoint, Evaluation, Metric, Run, RunEvent
-from apps.training.services import enqueue_on_commit, note, publish_status, publish_status_on_commit
+from apps.training.services import enqueue_on_commit, note, publish_status, publish_status_on_commit, run_message_waiting
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +229,26 @@ def run_recover_lost(*, now=None) -> list[int]:
         recovered.append(run.pk)
         log.warning("run %s lost its worker %s; re-queued", run.pk, run.worker)
     return recovered
+
+
+def run_requeue_stranded(*, now=None) -> list[int]:
+    """Queue again every run that has waited queued for over TRAINING_STRANDED_SECONDS while the broker holds no
+    message for it (Redis restarted without its data, or it was down when the run was queued): without this such a
+    run waits for ever beside an idle worker. A message that does still exist makes a second delivery, which the task
+    ignores (the run is held or finished by then), so a wrong guess costs nothing."""
+    now = now or timezone.now()
+    bound = timedelta(seconds=settings.TRAINING_STRANDED_SECONDS)
+    requeued = []
+    for run in Run.objects.filter(status=Run.Status.QUEUED, queued__lt=now - bound):
+        if run_message_waiting(run=run) is not False:
+            continue
+        with transaction.atomic():
+            if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, queued=run.queued).update(queued=now):
+                continue  # taken or queued again meanwhile
+            note(run, f"Run #{run.pk} waited {(now - run.queued).total_seconds():.0f} s in the queue but its message "
+                       f"was lost (Redis restarted or was away): it is queued again.", kind=RunEvent.Kind.WARNING,
+                  step=run.step)
+            enqueue_on_commit(run.pk)
+        requeued.append(run.pk)
+        log.warning("run %s was queued with no message in the broker; enqueued again", run.pk)
+    return requeued

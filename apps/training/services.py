@@ -95,11 +95,37 @@ def run_cancel(*, run: Run, user) -> Run:
     return run
 
 
+def run_message_waiting(*, run: Run) -> bool | None:
+    """Whether the broker holds the run's last message, waiting in the train queue or delivered and not yet acked;
+    None when Redis cannot be asked (then nobody should conclude the message is lost)."""
+    if not run.task_id:
+        return False
+    from apps.system.redisconn import redis_client
+
+    needle = run.task_id.encode()
+    try:
+        client = redis_client()
+        # kombu's Redis transport: a queue is a list named after it; delivered, unacked messages sit in "unacked"
+        return any(needle in m for m in client.lrange("train", 0, -1)) or any(
+            needle in m for m in client.hvals("unacked"))
+    except Exception:
+        return None
+
+
 def run_resume(*, run: Run, user) -> Run:
     """Queue a failed or cancelled run again; it continues from its last checkpoint (or from its start if it never
     saved one), its curve continuing where the checkpoint was."""
     _require_control(run, user, "resume")
     run.refresh_from_db()
+    if run.status == Run.Status.QUEUED and run_message_waiting(run=run) is False:
+        # queued, but its message is gone (Redis restarted without it): Resume sends a new one
+        with transaction.atomic():
+            Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(queued=timezone.now())
+            note(run, f"Resumed by {user.get_username()}: its message in the queue was lost, so it is sent again.")
+            enqueue_on_commit(run.pk)
+            publish_status_on_commit(run.pk)
+        run.refresh_from_db()
+        return run
     if run.status not in Run.STOPPED:
         hint = " Fork it from its last checkpoint to train longer." if run.status == Run.Status.SUCCEEDED else ""
         raise TrainingError(f"run #{run.pk} is {run.status}: only a failed or cancelled run can be resumed.{hint}")

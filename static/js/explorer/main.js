@@ -12,6 +12,7 @@ const v = boot.view || {};
 const state = {
   model: v.model || "", text: v.text || "", layer: v.layer || 0, head: v.head || 0, tok: v.tok ?? -1, hover: -1,
   cam: v.cam || "angle", temperature: 1, allHeads: false, markBy: "", step: 0,
+  share: v.share || "", shareText: v.share ? v.text || "" : "", // a long text's stored key, for the URL
 };
 const checkpoints = boot.checkpoints || [];
 const cache = new Map(); // trace key -> Trace (a slider revisits checkpoints)
@@ -311,8 +312,20 @@ function traceText() {
 // ---------------------------------------------------------------------------------------------------------------
 // the URL holds the view
 
+// a long text would make a link too long to open: the server stores it and the link carries its key instead
+document.addEventListener("htmx:afterSwap", () => {
+  const live = $("trace-live");
+  if (live && live.dataset.share !== undefined) {
+    state.share = live.dataset.share;
+    state.shareText = state.text;
+    syncUrl();
+  }
+});
+
 function pageUrl() {
-  const q = new URLSearchParams({ model: state.model, text: state.text, layer: state.layer, head: state.head, cam: state.cam });
+  const shared = state.share && state.shareText === state.text;
+  const q = new URLSearchParams({ model: state.model, ...(shared ? { share: state.share } : { text: state.text }),
+    layer: state.layer, head: state.head, cam: state.cam });
   if (trace && state.tok !== trace.T - 1) q.set("tok", state.tok);
   return `${boot.urls.page}?${q}`;
 }

@@ -38,7 +38,7 @@ def test_the_view_state_comes_from_the_url(ada, run):
                                   "cam": "top", "tok": 3}).content.decode()
     boot = _boot(html)
     assert boot["view"] == {"model": f"checkpoint:{first.pk}", "text": "Hi there", "layer": 1, "head": 1, "tok": 3,
-                            "cam": "top"}
+                            "cam": "top", "share": ""}
     assert ">Hi there</textarea>" in html
     assert f'value="checkpoint:{run[1][-1].pk}" data-detail' in html
     assert re.search(rf'value="checkpoint:{run[1][-1].pk}"[^>]* selected>', html), "the picker names the run"

@@ -73,7 +73,8 @@ def test_a_corrupt_file_is_refused_with_the_reason_and_leaves_nothing_behind(tmp
     assert model_dirs() == before
 
 
-def test_an_import_job_records_success_and_failure_for_the_page(tmp_path, staff, monkeypatch):
+def test_an_import_job_records_success_and_failure_for_the_page(tmp_path, staff, monkeypatch, settings):
+    settings.REGISTRY_IMPORT_ROOTS = [tmp_path]
     monkeypatch.setattr(services, "_enqueue_import", lambda import_id: None)  # the worker's part is called below
     good = services.model_import_create(user=staff, source_path=str(tiny_gguf(tmp_path)), name="From a job",
                                         publish=True)

@@ -34,8 +34,8 @@ class Lab:
     def output(self) -> str:
         return self.log.read_text()
 
-    def wait_running(self) -> str:
-        match = wait_for(lambda: re.search(r"running at (http://\S+)", self.output), timeout=90, what="the launcher", proc=self.proc)
+    def wait_running(self, timeout: float = 90) -> str:
+        match = wait_for(lambda: re.search(r"running at (http://\S+)", self.output), timeout=timeout, what="the launcher", proc=self.proc)
         return match.group(1)
 
     def children(self) -> list[int]:
@@ -130,3 +130,89 @@ def test_a_worker_alone_refuses_an_unreachable_redis_in_one_line(tmp_path):
     assert lab.proc.wait(60) == 1
     assert "Traceback" not in lab.output
     assert "set REDIS_URL to the Redis of the machine running" in lab.output
+
+
+@pytest.fixture(scope="module")
+def lab_home(tmp_path_factory):
+    """One LAB_VAR_DIR for the tests below: the first start migrates and seeds (imports SmolLM2, the slow part), the
+    next ones find it done."""
+    return tmp_path_factory.mktemp("lab-home")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
+def test_an_embedded_redis_that_dies_is_restarted_on_its_port_and_the_rest_keeps_running(lab_home):
+    lab = Lab(lab_home, "--no-workers", "--port", str(free_port(18200)))
+    try:
+        url = lab.wait_running(timeout=240)
+        redis_url = (lab_home / "var" / "run" / "redis.url").read_text().strip()
+        server = next(pid for pid in lab.children() if any("redis-server" in part for part in _cmdline(pid)))
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: "restarting it on port" in lab.output, timeout=30, what="the launcher to notice",
+                 proc=lab.proc)
+        wait_for(lambda: _pings(redis_url), timeout=30, what="Redis back at the same URL", proc=lab.proc)
+        assert "The embedded Redis exited (signal SIGKILL)" in lab.output and "stopping everything" not in lab.output
+        assert urllib.request.urlopen(url, timeout=10).status == 200
+        assert lab.stop() == 0
+    finally:
+        lab.kill()
+
+
+def _pings(url: str) -> bool:
+    import redis as redis_lib
+
+    try:
+        return redis_lib.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis_lib.RedisError:
+        return False
+
+
+def test_the_web_port_is_bound_before_daphne_starts_and_the_next_one_is_taken_when_busy():
+    from apps.system.management.commands.lab import web_listener
+
+    taken = socket.socket()
+    port = free_port(18300)
+    taken.bind(("127.0.0.1", port))  # bound, not listening: what a process grabbing the port in between holds
+    try:
+        listener = web_listener("127.0.0.1", port)
+        try:
+            got = listener.getsockname()[1]
+            assert got != port
+            socket.create_connection(("127.0.0.1", got), timeout=2).close()  # listening already: nobody can take it
+        finally:
+            listener.close()
+    finally:
+        taken.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
+def test_daphne_serves_the_socket_the_launcher_bound_and_the_printed_url_is_the_real_one(lab_home):
+    taken = socket.socket()
+    port = free_port(18400)
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    lab = Lab(lab_home, "--no-workers", "--port", str(port))
+    try:
+        url = lab.wait_running(timeout=240)
+        printed = int(url.rsplit(":", 1)[1].rstrip("/"))
+        assert printed != port and f"Port {port} is taken; using {printed}." in lab.output
+        web = next(pid for pid in lab.children() if any(part.endswith("daphne") for part in _cmdline(pid)))
+        assert "--fd" in _cmdline(web) and "-p" not in _cmdline(web)  # daphne binds nothing itself: no race
+        assert wait_for(lambda: _status(url), timeout=30, what="the printed URL to answer", proc=lab.proc) == 200
+        assert lab.stop() == 0
+    finally:
+        taken.close()
+        lab.kill()
+
+
+def _status(url: str) -> int | None:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status
+    except OSError:
+        return None

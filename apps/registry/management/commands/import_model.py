@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.registry.models import Model
-from apps.registry.services import RegistryError, model_import_file
+from apps.registry.services import RegistryError, import_source_check, model_import_file
 
 
 class Command(BaseCommand):
@@ -26,6 +26,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {fraction:4.0%}  {phase}")
 
         try:
+            source = import_source_check(source)
             model = model_import_file(source=source, name=name, status=status, on_progress=progress)
         except (ImportRefused, RegistryError) as e:
             raise CommandError(f"Not imported: {e}") from None
