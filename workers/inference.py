@@ -3,10 +3,11 @@
     completion_stream(generation_id=7, worker="infer@host")   # what the Celery task `completion_stream` calls
 
 The decoding is workers/batching.py: the generation joins its model's running batch (continuous batching, one
-forward per step for every generation of that model) and this module relays its tokens and decides where they go. It batches them (the first at once, then every ~100 ms or 32 tokens), checks the stop
-flag between batches, cuts the text at stop strings, and always ends with a final state event sent after the row
-holds the result. Models stay loaded in a process-wide cache bounded by memory (the infer worker runs four threads,
-which share it), so a second request does not reload.
+forward per step for every generation of that model) and this module relays its tokens and decides where they go.
+It batches them (the first at once, then every ~100 ms or 32 tokens), checks the stop flag between batches, cuts
+the text at stop strings, and always ends with a final state event sent after the row holds the result. Models stay
+loaded in a process-wide cache bounded by memory (the infer worker's threads share it), so a second request does not
+reload.
 """
 
 from __future__ import annotations
