@@ -11,9 +11,10 @@ scheduler thread per (worker process, loaded model) owns a workers.gpt.batch_gen
 between steps, finished and cancelled ones leave it, and each step reads the weights once for everyone.
 
 What a caller can rely on:
-- Its tokens are the ones it would get alone (greedy or seeded), bit for bit: rows never share attention or
-  sampling state, each has its own KV cache and torch.Generator, and the batch is padded so that the matmul kernels
-  do not depend on how many others are in it (batch_generate's docstring says why).
+- Its tokens are the ones it would get alone (greedy or seeded): rows never share attention or sampling state,
+  each has its own KV cache and torch.Generator, and a batch of several is padded so that the matmul kernels do
+  not depend on how many others are in it. Alone it is exactly generate(), bit for bit; in a batch its
+  probabilities may differ from alone by ~1e-7 (another matmul kernel; batch_generate's docstring says why).
 - The Celery task still owns its generation: it marks the row running, publishes the stream, checks the stop flag
   and the time limit, cuts at stop strings and records the result (workers/inference.py, unchanged in that), so
   the stream's events and the API are what they were. It only hands the decoding to the scheduler and relays.

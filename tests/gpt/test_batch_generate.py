@@ -1,8 +1,8 @@
 """Continuous batching (workers/gpt/batch_generate.py): a request's tokens do not depend on what else is in the batch.
 
-The reference for "alone" is the same request in a Batch of its own; generate() is checked too, for greedy tokens
-(it decodes one row at a time, which takes another matmul kernel, so only its probabilities may differ in the last
-bit — see the module docstring)."""
+Alone in a Batch a request is generate(), bit for bit. In a batch of several its bits are the same whoever the others
+are, and its tokens are its alone tokens; only its probabilities may differ from alone by ~1e-7 (a matrix-matrix
+instead of a matrix-vector kernel, see the module docstring)."""
 
 import pytest
 import torch
@@ -56,21 +56,30 @@ def test_each_request_gets_its_alone_output_when_requests_join_and_leave_mid_bat
             got[row.tag].append(token)
         step += 1
     for i, tokens in enumerate(expected):
-        assert got[i] == tokens, f"request {i} differs batched"  # ids, probabilities, alternatives, flags
+        assert [t.id for t in got[i]] == [t.id for t in tokens], f"request {i} got other tokens batched"
+        assert [(t.index, t.cropped, t.stop) for t in got[i]] == [(t.index, t.cropped, t.stop) for t in tokens]
+        assert [t.prob for t in got[i]] == pytest.approx([t.prob for t in tokens], rel=1e-4, abs=1e-6)
     assert any(t.stop for t in expected[4]) or len(expected[4]) == 30
     assert expected[3][-1].cropped and [t.index for t in expected[3]] == list(range(20))
 
 
-def test_greedy_tokens_match_generate(model):
+def test_a_request_alone_is_generate_bit_for_bit(model):
     for prompt, settings in REQUESTS:
-        if settings["temperature"] == 0:
-            reference = [t.id for t in generate(model, prompt, **settings)]
-            assert [t.id for t in alone(model, prompt, settings)] == reference
+        assert alone(model, prompt, settings) == list(generate(model, prompt, **settings))
 
 
-def test_a_seeded_request_samples_like_generate(model):
-    prompt, settings = REQUESTS[1]
-    assert [t.id for t in alone(model, prompt, settings)] == [t.id for t in generate(model, prompt, **settings)]
+def test_a_rows_bits_do_not_depend_on_who_else_is_in_the_batch(model):
+    def together(indices):
+        batch, got = Batch(model), {i: [] for i in indices}
+        for i in indices:
+            batch.add(REQUESTS[i][0], tag=i, **REQUESTS[i][1])
+        while len(batch):
+            for row, token in batch.step():
+                got[row.tag].append(token)
+        return got
+
+    # request 3 outlasts request 0, so request 0 is never alone in a step (alone is generate()'s kernel)
+    assert together([0, 3])[0] == together([0, 3, 1, 2, 5])[0] == together([3, 5, 0])[0]
 
 
 def test_a_removed_row_leaves_and_the_others_carry_on(model):
@@ -85,7 +94,7 @@ def test_a_removed_row_leaves_and_the_others_carry_on(model):
             batch.remove(gone)
             assert gone.done and batch.rows == [keep]
         got += [t for row, t in batch.step() if row is keep]
-    assert got == expected and len(batch) == 0
+    assert [t.id for t in got] == [t.id for t in expected] and len(batch) == 0
 
 
 def test_the_packed_forward_equals_the_model_with_a_cache_per_request(model):

@@ -17,14 +17,19 @@ per-token operation (embeddings, norms, the q/k/v, output and MLP matmuls, lm_he
 attention alone is done per row, against that row's own KVCache, with exactly the shapes generate() uses. So rows
 never see each other, and nothing is padded inside attention.
 
-Why a request gets the same tokens batched as alone, bit for bit (float32 on CPU): a row's result must not depend
-on which other rows share its matmuls. Element-wise ops and per-row norms are independent of the batch. A matmul
-row is too, but only once the batch is large enough: measured on torch 2.13 CPU, (M, K) @ (K, N) gives each row of
-M >= 4 (one thread) or M >= 12 (two threads) the same bits as in any larger M, while M = 1..3 takes another kernel
-that rounds differently. So the packed sequence is padded with zero rows up to MIN_ROWS, and a request alone in the
-batch runs through the very same kernels as one of twenty. (generate(), which decodes with M = 1, can therefore
-differ from a Batch in the last bit of a probability; greedy tokens agree unless two logits tie to ~1e-6.)
-tests/gpt/test_batch_generate.py checks both facts.
+Why a request gets the same tokens batched as alone (float32 on CPU): a row's result must not depend on which
+other rows share its matmuls. Element-wise ops and per-row norms are independent of the batch. A matmul row is too,
+but only once the batch is large enough: measured on torch 2.13 CPU, (M, K) @ (K, N) gives each row of M >= 4 (one
+thread) or M >= 12 (two threads) the same bits as in any larger M, while M = 1..3 takes another kernel (a
+matrix-vector one) that rounds differently in the last bit. So:
+- a step over two or more rows pads the packed sequence with zero rows up to MIN_ROWS: a row's bits are then the
+  same in a batch of two as in a batch of twenty, whoever the others are;
+- a step over one row alone is exactly generate()'s forward (model(idx, kv_cache=cache)): a request alone gets
+  generate()'s tokens and probabilities bit for bit, and is as fast (padding it would have taken the matrix-matrix
+  kernel and doubled a lone stream's time per token).
+Between the two kernels probabilities can differ by ~1e-7, so a greedy token could only differ where the two best
+logits tie to that precision; tests/gpt/test_batch_generate.py checks tokens batched against alone, token for token,
+on GPT-2-style, Llama-style and SmolLM2 models, and bits across batch compositions.
 
 Long prompts are prefilled in chunks of PREFILL_CHUNK tokens, cut at fixed offsets of the prompt (never by what
 else is in the batch, which would change the chunk shapes and so the bits), at most PREFILL_BUDGET prompt tokens
@@ -43,7 +48,7 @@ from torch.nn import functional as F
 from .generate import GeneratedToken, _top, apply_repetition_penalty, filter_logits
 from .model import GPT, KVCache, apply_rope, causal_mask
 
-MIN_ROWS = 16  # pad the packed sequence to at least this many tokens (see the module docstring)
+MIN_ROWS = 16  # a step over several rows pads its packed sequence to this many tokens (module docstring)
 PREFILL_CHUNK = 512  # a prompt is prefilled in pieces of this many tokens, cut at fixed offsets
 PREFILL_BUDGET = 512  # prompt tokens per step, beyond the first chunk (a step always makes progress)
 
@@ -173,10 +178,13 @@ def forward_packed(model: GPT, feeds: list[tuple[KVCache, list[int]]]) -> torch.
     """Feed each (cache, new token ids) pair its tokens, at that cache's position, in one pass through the model;
     return the logits after each pair's last token, (len(feeds), vocab_size). Each cache advances by its tokens.
 
-    The same computation as model(idx, kv_cache=cache) per pair, with the per-token work packed into one sequence
-    (padded to MIN_ROWS) and attention done per pair."""
+    The same computation as model(idx, kv_cache=cache) per pair (and that very call for a single pair), with the
+    per-token work packed into one sequence (padded to MIN_ROWS) and attention done per pair."""
     cfg = model.config
     device = model.lm_head.weight.device
+    if len(feeds) == 1:  # alone: exactly generate()'s forward (and its matmul kernels), as fast as it
+        cache, ids = feeds[0]
+        return model(torch.tensor([ids], dtype=torch.long, device=device), kv_cache=cache)[0][:, -1]  # (1, V)
     sizes = [len(ids) for _, ids in feeds]
     starts = [cache.pos for cache, _ in feeds]
     for (cache, ids), start in zip(feeds, starts):
