@@ -233,8 +233,9 @@ def _default_cache_bytes() -> int:
     return max(1024**3, total // 4)
 
 
-# torch threads per infer worker process: its four concurrent generations share the cores (see workers/inference.py).
-INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // 4))
+# torch threads per infer worker process: all cores, since one scheduler thread per loaded model runs every
+# concurrent generation of that model as one batch (workers/batching.py).
+INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, os.cpu_count() or 1))
 # The largest model file the import page accepts as an upload (bigger ones: give their path on the server).
 REGISTRY_MAX_UPLOAD_BYTES = int(os.environ.get("REGISTRY_MAX_UPLOAD_BYTES", 8 * 1024**3))
 

@@ -2,10 +2,11 @@
 
     completion_stream(generation_id=7, worker="infer@host")   # what the Celery task `completion_stream` calls
 
-The loop itself is workers/gpt/generate.py (a generator with a KV cache, knowing nothing of transport); this module
-decides where the tokens go. It batches them (the first at once, then every ~100 ms or 32 tokens), checks the stop
-flag between batches, cuts the text at stop strings, and always ends with a final state event sent after the row
-holds the result. Models stay loaded in workers/model_cache.py's process-wide cache, so a second request does not
+The decoding is workers/batching.py: the generation joins its model's running batch (continuous batching, one
+forward per step for every generation of that model) and this module relays its tokens and decides where they go.
+It batches them (the first at once, then every ~100 ms or 32 tokens), checks the stop flag between batches, cuts
+the text at stop strings, and always ends with a final state event sent after the row holds the result. Models stay
+loaded in workers/model_cache.py's process-wide cache (bounded by memory), so a second request does not
 reload.
 """
 
@@ -136,7 +137,7 @@ def _prompt_ids(gen: Generation, tok) -> list[int]:
 def completion_stream(*, generation_id: int, worker: str) -> str:
     """Stream one generation; returns its final status. Every failure is recorded on the row and sent as the final
     event, in words for the user."""
-    from workers.gpt.generate import generate
+    from workers.batching import scheduler_for
 
     gen = services.generation_mark_running(generation_id=generation_id, worker=worker)
     if gen is None:
@@ -178,10 +179,12 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
         loop_started = time.perf_counter()
         if stream.records and stream.records[-1].get("eos"):
             remaining, stop_reason = 0, Generation.StopReason.EOS
-        steps = generate(model, context, max_new_tokens=max(0, remaining), temperature=params["temperature"],
-                         top_k=params["top_k"] or None, top_p=params["top_p"], min_p=params["min_p"] or None,
-                         repetition_penalty=params["repetition_penalty"], seed=seed, stop_ids=stop_ids,
-                         n_alternatives=params.get("n_alternatives", 8))
+        # the decoding happens in the model's shared batch (workers/batching.py); this thread relays its tokens
+        steps = scheduler_for(model).submit(
+            context, max_new_tokens=max(0, remaining), temperature=params["temperature"],
+            top_k=params["top_k"] or None, top_p=params["top_p"], min_p=params["min_p"] or None,
+            repetition_penalty=params["repetition_penalty"], seed=seed, stop_ids=stop_ids,
+            n_alternatives=params.get("n_alternatives", 8))
         try:
             if reason := stream.stop_requested(force=True):
                 raise _Stopped(reason)
@@ -208,7 +211,7 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
                     notes.append(f"Stopped after the time limit of {settings.INFERENCE_MAX_SECONDS:.0f} s.")
                     break
         finally:
-            steps.close()  # ends the generator now, which frees the KV cache
+            steps.close()  # leaves the batch at the next step, which frees the KV cache
         stream.flush()
         stats.update(_speed(stream, loop_started, gen))
     except _Stopped as stopped:

@@ -126,9 +126,9 @@ _threads_set = False
 
 
 def configure_torch_threads() -> int:
-    """Give each of the infer worker's concurrent generations its share of the cores (INFERENCE_TORCH_THREADS,
-    default cores // 4, at least 1). torch's default of one thread per core, times four generations at once,
-    oversubscribes the CPU: on a busy 2-core machine a decode step ran 3-4x slower with 2 threads than with 1."""
+    """Set the infer worker's torch threads once (INFERENCE_TORCH_THREADS, default every core): concurrent
+    generations of one model share a single batched forward per step (workers/batching.py), so the cores go to
+    that one forward instead of being split among threads."""
     global _threads_set
     import torch
 

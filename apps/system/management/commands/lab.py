@@ -63,8 +63,9 @@ def worker_command(queue: str) -> list[str]:
     if queue == "train":
         # One training job per device at a time; solo pool so the job runs in the process that beats the heart.
         return [*celery, "--pool", "solo"]
-    # Generation and traces: a few at a time, sharing the process's warm model cache.
-    return [*celery, "--pool", "threads", "--concurrency", "4"]
+    # Generation and traces, sharing the process's warm model cache. A generation's thread mostly waits on its
+    # model's batch (workers/batching.py), so there are enough threads for twenty people generating at once.
+    return [*celery, "--pool", "threads", "--concurrency", "32"]
 
 
 QUEUES = ("train", "infer")
