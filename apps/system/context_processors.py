@@ -1,5 +1,7 @@
 from django.urls import reverse
 
+from apps.system.steps import journey_next
+
 # The seven places of the app, in the order of the journey; System last.
 NAV = [
     ("data", "Data", "corpora:list"),
@@ -19,4 +21,4 @@ def navigation(request):
     for key, label, url_name in NAV:
         url = reverse(url_name)
         items.append({"key": key, "label": label, "url": url, "active": path.startswith(url)})
-    return {"nav_items": items}
+    return {"nav_items": items, "journey_next": journey_next(path)}
