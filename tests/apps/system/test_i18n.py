@@ -129,6 +129,7 @@ def test_every_translated_page_reads_in_chinese(client, pages):
         assert response.status_code == 200, url
         assert response.headers["Content-Language"] == "zh-hans", url
         html = response.content.decode()
+        assert '<html lang="zh-hans">' in html, url  # so the browser picks Chinese glyphs and hyphenation
         assert "简体中文" in html and 'aria-pressed="true"' in html, url  # the switch shows Chinese as chosen
         if problems := english_sentences(html):
             failures[f"{url} as {who or 'visitor'}"] = problems
