@@ -108,6 +108,8 @@ def pages(db, builtins, tmp_path, staff):  # noqa: F811
         (reverse("tokenization:merges", args=["gpt2"]) + "?n=40&text=Hello+world", None),
         (reverse("tokenization:vocab", args=["gpt2"]) + "?q=ing", None),
         (reverse("inference:generate"), None),
+        (reverse("inference:api"), None),
+        (reverse("inference:api"), staff),  # the token form and table
         (reverse("registry:list"), None),
         (reverse("registry:detail", args=[model.slug]), staff),
         (reverse("registry:import"), staff),
