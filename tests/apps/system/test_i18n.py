@@ -153,6 +153,12 @@ def test_a_form_error_comes_back_in_chinese(client, builtins, staff):  # noqa: F
     assert "分词器名称为 2 到 64 个字符" in html or "这个字段是必填项" in html
 
 
+def test_the_not_found_page_reads_in_chinese(client, db):
+    response = client.get("/no-such-page/", **ZH)
+    assert response.status_code == 404 and "页面不存在" in response.content.decode()
+    assert not english_sentences(response.content.decode())
+
+
 def test_accept_language_chooses_chinese_and_english_stays_the_default(client, db):
     assert client.get(reverse("system:login"), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9,en;q=0.5").headers[
         "Content-Language"] == "zh-hans"
