@@ -204,7 +204,7 @@ def tokenizer_delete(*, tokenizer: Tokenizer, user) -> None:
     if not selectors.tokenizer_may_control(tokenizer=tokenizer, user=user):
         raise PermissionDenied(_("Only the owner of a tokenizer (or staff) may delete it; built-in ones stay."))
     if tokenizer.status in JobStatus.active():
-        raise TokenizationError(_("This tokenizer is still training: cancel it first."), status=409)
+        raise TokenizationError("This tokenizer is still training: cancel it first.", status=409)
     from apps.corpora.services import shards_remove_files_if_unused
 
     keys = list(tokenizer.shards.values_list("cache_key", flat=True))
