@@ -142,9 +142,27 @@ class SweepPreset:
     flops_per_s: float  # the throughput the time estimate assumes (FLOP/s achieved, not peak)
     step_s: float  # the fixed cost of one optimizer step, whatever its size
     tokens_per_param: float = CHINCHILLA["tokens_per_param"]  # where each budget's window of sizes is centred
+    # the peak learning rate of a model of width lr_width; wider models get learning_rate · lr_width / n_embd (the
+    # 1/width rule of muP-style transfer for Adam), narrower ones no more than learning_rate
+    learning_rate: float = 1e-2
+    lr_width: int = 64
+    eval_iters: int = 20  # batches per final loss estimate: ~0.01 noise on a 2048-token batch
 
     def base(self, *, vocab_size: int) -> dict:
         return {**self.model, "vocab_size": vocab_size}
+
+    def lr_for(self, n_embd: int) -> float:
+        return self.learning_rate * min(1.0, self.lr_width / n_embd)
+
+    def train_config(self, row: GridRow) -> dict:
+        """TrainConfig fields of one grid row's run: the row's steps, a warmup of 5 % of them, cosine decay to a
+        tenth over the whole run (Chinchilla: the schedule's length matches the run's), one evaluation at the end
+        besides the one at step 0, and a checkpoint halfway so a lost worker's run resumes instead of restarting."""
+        lr = self.lr_for(row.n_embd)
+        return {"batch_size": row.batch_size, "grad_accum": 1, "max_steps": row.steps, "learning_rate": lr,
+                "min_lr": lr / 10, "warmup_steps": max(1, row.steps // 20), "weight_decay": 0.1, "beta2": 0.99,
+                "eval_interval": row.steps, "eval_iters": self.eval_iters,
+                "checkpoint_interval": max(1, row.steps // 2), "keep_last": 1}
 
     def grid(self, *, vocab_size: int, flops_per_s: float | None = None) -> list[GridRow]:
         return plan_grid(budgets=list(self.budgets), shapes=list(self.shapes), base=self.base(vocab_size=vocab_size),
@@ -185,7 +203,18 @@ GPU_PRESET = SweepPreset(
     model=dict(block_size=256, dropout=0.0, bias=False), batch_size=128, per_budget=5, flops_per_s=5e13, step_s=0.008,
 )
 
-SWEEP_PRESETS = {p.key: p for p in (CPU_PRESET, GPU_PRESET)}
+# A look at the machinery in a few minutes, not a measurement: context 16, batches of 8, models of 1k-27k
+# parameters, budgets small enough that each run is a few hundred steps. Its valleys are too shallow to trust.
+TINY_PRESET = SweepPreset(
+    key="tiny-char-sweep", label="Tiny smoke sweep",
+    description="12 runs of a few hundred steps each (1k-27k parameters, context 16): the machinery, in minutes.",
+    corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
+    budgets=(5e8, 1e9, 2e9, 4e9),
+    shapes=(Shape(1, 1, 8), Shape(1, 2, 12), Shape(1, 2, 16), Shape(1, 2, 24), Shape(2, 2, 32)),
+    model=dict(block_size=16, dropout=0.0, bias=False), batch_size=8, per_budget=3, flops_per_s=6e10, step_s=0.02,
+)
+
+SWEEP_PRESETS = {p.key: p for p in (CPU_PRESET, GPU_PRESET, TINY_PRESET)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
