@@ -171,23 +171,26 @@ class SweepPreset:
                          tokens_per_param=self.tokens_per_param)
 
 
-# nanoGPT's CPU Shakespeare recipe (0.8M parameters, block 64, batch 12) trains 2000 steps in about two minutes on
-# two cores: ~60 ms a step for 4e9 FLOPs, ≈ 6e10 FLOP/s achieved. Smaller models do not get proportionally faster:
-# about 20 ms a step is overhead whatever the size (measured here with one thread: a 58k-parameter model took
-# ~100 ms a step on a machine loaded ten-fold, so ~20 ms unloaded). Hence batches of 32 (fewer, fuller steps) and
-# four budgets a factor 2 apart, three sizes each, ~19k steps: about 13 minutes, leaving room for evaluation and
-# start-up inside 20 minutes. The models (27k to 190k parameters) are tiny on purpose. Each budget's sizes are
-# centred on 40 tokens/parameter, not Chinchilla's 20: in a micro-sweep on this corpus (budgets 5e10-2e11, at most
-# 750 steps) the smallest of three sizes won at every budget, so tiny character models trained briefly want more
-# data per parameter than large language models do; centring higher keeps the valley inside the sizes tried.
+# Two CPU cores. Step counts, not FLOPs, decide the wall time of models this small: a fixed cost per step (Python,
+# the optimizer, kernel launches) dominates them. Hence batches of 64 and a ladder of four budgets a factor 2 apart
+# (1e11 to 8e11 FLOPs), five sizes each, ~25k steps in all: at ~40 ms a step on two idle cores (a guess; on this
+# machine shared eight ways a step took ~250 ms) about 19 minutes.
+# Why these sizes (1 layer of 12 to 3 layers of 64: 2.5k to 150k non-embedding parameters): pilot runs on
+# shakespeare.txt at 3e11 FLOPs (batch 64, context 64, lr 1e-2) gave final val losses of 3.12 for 152k parameters
+# (69 steps), 2.67 for 59k (172), 2.25 for 27k (349), 1.99 for 8.5k (1055 steps, 500 tokens/param): at budgets a
+# CPU affords, short runs leave the larger models optimization-limited, so the optimum sits at hundreds of tokens
+# per parameter, not Chinchilla's 20 (an earlier micro-sweep centred on 20, three sizes per budget, had the smallest
+# size best at every budget and fitted nothing). So each budget's five sizes are centred on 300 tokens/parameter
+# and reach down to models small enough (a few thousand parameters) to be capacity-limited.
 CPU_PRESET = SweepPreset(
     key="shakespeare-char-cpu-sweep", label="Shakespeare char, CPU sweep",
-    description="12 runs: 4 budgets (5e11 to 4e12 FLOPs) × 3 sizes (27k-190k parameters); ~13 minutes on 2 cores.",
+    description="20 runs: 4 budgets (1e11 to 8e11 FLOPs) × 5 sizes (2.5k-150k parameters); ~20 minutes on 2 idle "
+                "cores.",
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
-    budgets=(5e11, 1e12, 2e12, 4e12),
-    shapes=(Shape(2, 2, 32), Shape(2, 2, 48), Shape(2, 4, 64), Shape(3, 4, 72), Shape(3, 4, 96), Shape(4, 4, 128)),
-    model=dict(block_size=64, dropout=0.0, bias=False), batch_size=32, per_budget=3, flops_per_s=6e10, step_s=0.02,
-    tokens_per_param=40.0,
+    budgets=(1e11, 2e11, 4e11, 8e11),
+    shapes=(Shape(1, 2, 12), Shape(1, 2, 16), Shape(1, 2, 24), Shape(2, 2, 32), Shape(2, 4, 48), Shape(3, 4, 64)),
+    model=dict(block_size=64, dropout=0.0, bias=False), batch_size=64, per_budget=5, flops_per_s=6e10, step_s=0.04,
+    tokens_per_param=300.0,
 )
 
 # One GPU (an A100-class card doing ~5e13 FLOP/s on these small shapes): five budgets a factor 2 apart from 1e15,
