@@ -43,7 +43,7 @@ function draw(id, series, data, { xLabel, yLabel, yLog = false }) {
   const ink = css("--muted", "#646b76"), grid = css("--line", "#e2e2dc");
   const axis = label => ({ label, stroke: ink, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } });
   plots[id] = new uPlot({
-    width: Math.max(280, el.clientWidth), height: 300,
+    width: Math.max(280, el.clientWidth), height: 280,
     scales: { x: { time: false, distr: 3 }, y: yLog ? { distr: 3 } : { auto: true } },
     axes: [axis(xLabel), axis(yLabel)],
     series: [{ label: xLabel, value: (u, v) => fmt(v) }, ...series],
