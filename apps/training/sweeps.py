@@ -30,7 +30,7 @@ class SweepNotFound(TrainingError):
 
 
 def max_runs() -> int:
-    return int(getattr(settings, "TRAINING_SWEEP_MAX_RUNS", 40))
+    return settings.TRAINING_SWEEP_MAX_RUNS
 
 
 # ----------------------------------------------------------------------------------------------------------------------

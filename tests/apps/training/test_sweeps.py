@@ -182,3 +182,11 @@ def test_another_users_sweep_is_a_404(client, user, other_user, tiny_corpus, cha
     assert client.get(f"/training/sweeps/{sweep.pk}/").status_code == 404
     assert client.get(f"/training/sweeps/{sweep.pk}/fit.json").status_code == 404
     assert client.post(f"/training/sweeps/{sweep.pk}/predict/").status_code == 404
+
+
+def test_the_training_page_lists_the_users_sweeps(client, user, other_user, tiny_corpus, char_tok):
+    sweep = sweeps.sweep_create(owner=user, corpus=tiny_corpus, tokenizer=char_tok, preset_key=TINY, budgets=[5e8])
+    client.force_login(user)
+    assert f'href="/training/sweeps/{sweep.pk}/"' in client.get("/training/").content.decode()
+    client.force_login(other_user)
+    assert f'href="/training/sweeps/{sweep.pk}/"' not in client.get("/training/").content.decode()
