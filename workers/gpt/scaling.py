@@ -176,12 +176,16 @@ class SweepPreset:
 # (1e11 to 8e11 FLOPs), five sizes each, ~25k steps in all: at ~40 ms a step on two idle cores (a guess; on this
 # machine shared eight ways a step took ~250 ms) about 19 minutes.
 # Why these sizes (1 layer of 12 to 3 layers of 64: 2.5k to 150k non-embedding parameters): pilot runs on
-# shakespeare.txt at 3e11 FLOPs (batch 64, context 64, lr 1e-2) gave final val losses of 3.12 for 152k parameters
-# (69 steps), 2.67 for 59k (172), 2.25 for 27k (349), 1.99 for 8.5k (1055 steps, 500 tokens/param): at budgets a
-# CPU affords, short runs leave the larger models optimization-limited, so the optimum sits at hundreds of tokens
-# per parameter, not Chinchilla's 20 (an earlier micro-sweep centred on 20, three sizes per budget, had the smallest
-# size best at every budget and fitted nothing). So each budget's five sizes are centred on 300 tokens/parameter
-# and reach down to models small enough (a few thousand parameters) to be capacity-limited.
+# shakespeare.txt (batch 64, context 64, lr 1e-2, one thread on a heavily loaded machine) gave final val losses
+#   at 1e11 FLOPs: 2.28 for 2.5k parameters (1003 steps), 2.26 for 4.1k (659), 2.30 for 8.5k (352), 2.56 for 27k (116)
+#   at 3e11 FLOPs: 2.08 for 4.1k (1977 steps), 1.99 for 8.5k (1055), 2.25 for 27k (349), 2.67 for 59k (172),
+#                  3.12 for 152k (69)
+# Both valleys are bracketed: parabolas put N_opt at 4.2k (1e11) and 8.2k (3e11), ~600 and ~540 tokens/parameter.
+# At budgets a CPU affords, short runs leave the larger models optimization-limited, so the optimum sits at
+# hundreds of tokens per parameter, not Chinchilla's 20 (an earlier micro-sweep centred on 20, three sizes per
+# budget, had the smallest size best at every budget and fitted nothing). So each budget's five sizes are centred
+# on 300 tokens/parameter and reach down to models of a few thousand parameters. The whole 20-run preset was not run
+# end to end on an idle machine (tests/benchmarks/test_scaling_sweep.py does that).
 CPU_PRESET = SweepPreset(
     key="shakespeare-char-cpu-sweep", label="Shakespeare char, CPU sweep",
     description="20 runs: 4 budgets (1e11 to 8e11 FLOPs) × 5 sizes (2.5k-150k parameters); ~20 minutes on 2 idle "
