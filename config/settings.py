@@ -202,6 +202,8 @@ TRAINING_LEASE_SECONDS = float(os.environ.get("TRAINING_LEASE_SECONDS", 30))
 TRAINING_STRANDED_SECONDS = float(os.environ.get("TRAINING_STRANDED_SECONDS", 60))
 # A run stops with a clear reason after this much training time (Celery's solo pool cannot enforce time limits).
 TRAINING_MAX_SECONDS = float(os.environ.get("TRAINING_MAX_SECONDS", 7 * 24 * 3600))
+# A scaling sweep (apps/training/sweeps.py) queues at most this many runs at once.
+TRAINING_SWEEP_MAX_RUNS = int(os.environ.get("TRAINING_SWEEP_MAX_RUNS", 40))
 
 # The explorer (apps/explorer). Traces are cached per (model, text) under ARTIFACTS_DIR/explorer/; the oldest are
 # deleted when they take more than EXPLORER_CACHE_MAX_BYTES. A trace's attention takes n_layer * n_head * T^2 / 2

@@ -265,6 +265,9 @@ def publish_status(run: Run) -> None:
     last = run.events.order_by("-at", "-id").first()
     publish(realtime.run_group(run.pk), realtime.status_event(
         run.pk, status=run.status, reason=run.reason, step=run.step, entry=event_view(last) if last else None))
+    if run.sweep_id is not None:
+        publish(realtime.sweep_group(run.sweep_id), realtime.sweep_event(run.sweep_id, run_id=run.pk,
+                                                                         status=run.status))
 
 
 def publish_status_on_commit(run_id: int) -> None:

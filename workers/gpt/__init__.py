@@ -18,4 +18,5 @@ TORCH_FREE = (
     "workers.gpt.formats.hf",
     "workers.gpt.formats.safetensors",
     "workers.gpt.formats.llmlab",
+    "workers.gpt.scaling",
 )
