@@ -30,6 +30,7 @@ class Heartbeat(threading.Thread):
             "started": time.time(),
         }
         self.tasks: dict[str, dict] = {}
+        self.device: dict | None = None  # described after the first beat (see run)
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -56,8 +57,13 @@ class Heartbeat(threading.Thread):
         from apps.system.services import worker_record_heartbeat
         from workers.devices import describe_device
 
-        self.device = describe_device()
+        first = True
         while not self.stopping.is_set():
+            if not first and self.device is None:
+                # after the first beat: importing torch to describe the device takes seconds in a fresh process, and
+                # a worker that takes tasks before its first beat would look gone to whoever watches its heartbeat
+                self.device = describe_device()
+            first = False
             status = self.status()
             try:
                 worker_record_heartbeat(status=status)

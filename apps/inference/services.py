@@ -231,6 +231,9 @@ def generation_worker_lost(*, generation_id: int) -> bool:
     status = worker_statuses().get(generation.worker)
     if status is not None and worker_view(status)["state"] == "live":
         return False
+    started = generation.started or generation.created
+    if status is None and (timezone.now() - started).total_seconds() < settings.WORKER_GONE_SECONDS:
+        return False  # not heard from yet (a worker just started): give it the same grace as a silent one
     error = (f"the worker went silent: {generation.worker} stopped sending heartbeats (it was killed or its machine "
              f"went away). Try again: another worker will take it.")
     lost = Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).update(

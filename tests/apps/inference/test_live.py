@@ -98,7 +98,8 @@ def test_tokens_stream_over_a_real_websocket_from_a_real_worker(live, tiny):
 
     records, final, batches = run_async(scenario())
     gen = Generation.objects.get()
-    assert final["status"] == "done" and final["n_tokens"] == len(records) == gen.n_tokens
+    assert final["status"] == "done", gen.error
+    assert final["n_tokens"] == len(records) == gen.n_tokens
     assert [r["id"] for r in records] == [t["id"] for t in gen.tokens]
     assert batches > 1, "tokens arrive in several batches while the worker generates, not all at the end"
     assert gen.worker == "infer@live" and gen.stats["tokens_per_s"] > 0
