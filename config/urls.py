@@ -11,6 +11,7 @@ urlpatterns = [
     path("models/", include("apps.registry.urls")),
     path("", include("apps.inference.urls")),  # generate/ (the page) and v1/ (the OpenAI-compatible API)
     path("arena/", include("apps.arena.urls")),
+    path("evals/", include("apps.evals.urls")),
     path("admin/", admin.site.urls),
 ]
 
