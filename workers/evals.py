@@ -150,6 +150,7 @@ def score_choice(evaluation: Evaluation, loaded, problems: list, progress: Progr
 
     model, tok = loaded.model, loaded.tokenizer
     T = model.config.block_size
+    services.evaluation_phase(evaluation_id=evaluation.pk, phase="scoring the choices")
     rows, cropped = [], 0
     for start in range(0, len(problems), CHOICE_BATCH):
         batch = problems[start:start + CHOICE_BATCH]
@@ -203,6 +204,7 @@ def score_generate(evaluation: Evaluation, loaded, problems: list, progress: Pro
     prompts = [tok.encode(selectors.prompt_text(p, model=row_model, tokenizer=tok), allow_special=True)
                for p in problems]
     per_batch = max(1, GENERATE_ROWS // k)
+    services.evaluation_phase(evaluation_id=evaluation.pk, phase=f"answering, {per_batch * k} sequences at a time")
     rows, counts = [], []
     for start in range(0, len(problems), per_batch):
         batch = list(range(start, min(start + per_batch, len(problems))))

@@ -35,9 +35,10 @@ BENCHMARKS: dict[str, Benchmark] = {b.key: b for b in (
                     "Lines from the validation part of the corpus; chance is 25 %.",
         licence="MIT (the problems, this repository); the Shakespeare text is public domain (data/evals/README.md)"),
     Benchmark(
-        key="arithmetic-1", name="Arithmetic, one digit", method="generate", splits=("held_out", "train"), task="arithmetic",
-        difficulty=1,
-        description="“What is 7 + 4?”: one operator between one-digit numbers, the answer checked as a number (a small set: 36 held-out problems).",
+        key="arithmetic-1", name="Arithmetic, one digit", method="generate", splits=("held_out", "train"),
+        task="arithmetic", difficulty=1,
+        description="“What is 7 + 4?”: one operator between one-digit numbers, the answer checked as a number "
+                    "(a small set: 36 held-out problems).",
         licence="generated here, seed 0 (MIT)"),
     Benchmark(
         key="arithmetic-2", name="Arithmetic, two digits", method="generate", splits=("held_out", "train"),

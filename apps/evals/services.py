@@ -63,8 +63,8 @@ def evaluation_create(*, user, model, method: str, corpus=None, benchmark: str |
         raise EvalError(_("k (samples per problem) applies only to generate-then-check evaluations: use k = 1."),
                         field="k")
     if not 1 <= k <= settings.EVALS_MAX_K:
-        raise EvalError(_("k (%(k)s) must be between 1 and %(max)s (EVALS_MAX_K).") % {"k": k, "max": settings.EVALS_MAX_K},
-                        field="k")
+        raise EvalError(_("k (%(k)s) must be between 1 and %(max)s (EVALS_MAX_K).")
+                        % {"k": k, "max": settings.EVALS_MAX_K}, field="k")
     if temperature is None:
         temperature = DEFAULT_SAMPLING_TEMPERATURE if k > 1 else 0.0
     try:
@@ -234,7 +234,8 @@ def evaluation_start(*, evaluation_id: int, worker: str) -> Evaluation | None:
         e = Evaluation.objects.select_for_update().filter(pk=evaluation_id).first()
         if e is None or e.status != Evaluation.Status.QUEUED:
             return None
-        e.status, e.started, e.worker, e.phase = Evaluation.Status.RUNNING, timezone.now(), worker, _("loading the model")
+        e.status, e.started, e.worker = Evaluation.Status.RUNNING, timezone.now(), worker
+        e.phase = _("loading the model")
         e.save()
     _publish_state(e)
     return e

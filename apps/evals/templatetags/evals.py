@@ -12,8 +12,8 @@ register = template.Library()
 def model_evaluations(context, model):
     """The Evaluations section of a model's page (rendered in place; htmx re-renders it after a form post)."""
     request = context.get("request")
-    return selectors.model_section(model=model, user=getattr(request, "user", None)) | {"request": request,
-                                                                                      "csrf_token": context.get("csrf_token")}
+    section = selectors.model_section(model=model, user=getattr(request, "user", None))
+    return section | {"request": request, "csrf_token": context.get("csrf_token")}
 
 
 @register.inclusion_tag("evals/_run-lineage.html", takes_context=True)
