@@ -5,6 +5,7 @@ from django.urls import re_path
 
 from apps.arena.routing import websocket_urlpatterns as arena_ws
 from apps.corpora.routing import websocket_urlpatterns as corpora_ws
+from apps.evals.routing import websocket_urlpatterns as evals_ws
 from apps.explorer.routing import websocket_urlpatterns as explorer_ws
 from apps.inference.routing import websocket_urlpatterns as inference_ws
 from apps.system.routing import websocket_urlpatterns as system_ws
@@ -21,4 +22,4 @@ class UnknownPath(AsyncWebsocketConsumer):
 
 
 websocket_urlpatterns = [*system_ws, *corpora_ws, *tokenization_ws, *explorer_ws, *training_ws, *inference_ws,
-                         *arena_ws, re_path(r"", UnknownPath.as_asgi())]
+                         *arena_ws, *evals_ws, re_path(r"", UnknownPath.as_asgi())]

@@ -104,6 +104,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.inference",
     "apps.arena",
+    "apps.evals",
 ]
 
 MIDDLEWARE = [
@@ -243,6 +244,12 @@ def _default_cache_bytes() -> int:
 # torch threads per infer worker process: all cores, since one scheduler thread per loaded model runs every
 # concurrent generation of that model as one batch (workers/batching.py).
 INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, os.cpu_count() or 1))
+# Evaluation (apps/evals). The most problems one evaluation may score (multiple choice, generate-then-check), the
+# most tokens a loss evaluation may score, the most samples per problem for pass@k, and a job's time limit.
+EVALS_MAX_PROBLEMS = int(os.environ.get("EVALS_MAX_PROBLEMS", 1000))
+EVALS_MAX_TOKENS = int(os.environ.get("EVALS_MAX_TOKENS", 1_000_000))
+EVALS_MAX_K = int(os.environ.get("EVALS_MAX_K", 16))
+EVALS_MAX_SECONDS = float(os.environ.get("EVALS_MAX_SECONDS", 3600))
 # The largest model file the import page accepts as an upload (bigger ones: give their path on the server).
 REGISTRY_MAX_UPLOAD_BYTES = int(os.environ.get("REGISTRY_MAX_UPLOAD_BYTES", 8 * 1024**3))
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("models/", include("apps.registry.urls")),
     path("", include("apps.inference.urls")),  # generate/ (the page) and v1/ (the OpenAI-compatible API)
     path("arena/", include("apps.arena.urls")),
+    path("evals/", include("apps.evals.urls")),
     path("admin/", admin.site.urls),
     path("i18n/setlang/", set_language, name="set_language"),  # the header's language switch posts here
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),  # gettext() for static/js

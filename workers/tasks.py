@@ -74,3 +74,14 @@ def model_import(import_id: int) -> str:
 
     job = model_import_run(import_id=import_id)
     return job.status if job is not None else "skipped"
+
+
+# Evaluation (queue `infer`: it shares the warm model cache with generation).
+
+
+@shared_task
+def evaluation_run(evaluation_id: int) -> str:
+    """Score a model on a data set (apps.evals.services.evaluation_create queues it)."""
+    from workers.evals import evaluation_run as run
+
+    return run(evaluation_id=evaluation_id)
