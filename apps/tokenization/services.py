@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.corpora.models import Corpus
+from apps.corpora.services import shards_remove_files_if_unused
 from apps.system import files
 from apps.system.limits import rate_limit
 from apps.system.models import JobStatus
@@ -201,7 +202,6 @@ def tokenizer_delete(*, tokenizer: Tokenizer, user) -> None:
         raise PermissionDenied("Only the owner of a tokenizer (or staff) may delete it; built-in ones stay.")
     if tokenizer.status in JobStatus.active():
         raise TokenizationError("This tokenizer is still training: cancel it first.", status=409)
-    from apps.corpora.services import shards_remove_files_if_unused
 
     keys = list(tokenizer.shards.values_list("cache_key", flat=True))
     path = tokenizer.path
