@@ -236,7 +236,7 @@ def generation_worker_lost(*, generation_id: int) -> bool:
         event = realtime.state_event(str(generation.uid), status=Generation.Status.FAILED,
                                      stop_reason=Generation.StopReason.ERROR, n_tokens=len(generation.tokens or []),
                                      text=generation.text, stats={}, notes=[], error=error)
-        realtime.publish(realtime.completion_group(generation_id), event)
+        publish(realtime.completion_group(generation_id), event)
     return bool(lost)
 
 
