@@ -1,8 +1,8 @@
 """OpenAI's wire format, both ways, with no I/O: a request body becomes our generation settings (or an InferenceError
 naming the field), and a generation's records and final event become OpenAI's responses and stream chunks.
 
-The views in api.py do the waiting and the HTTP; everything here is a plain function of its arguments, so the
-tests call it directly (tests/apps/inference/test_openai.py).
+listen.py does the waiting and api.py the HTTP; everything here is a plain function of its arguments, so the tests
+call it directly (tests/apps/inference/test_openai.py).
 """
 
 from __future__ import annotations
