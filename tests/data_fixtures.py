@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.corpora import services as corpora_services
-from apps.tokenization import analysis
+from apps.tokenization.fingerprint import fingerprint
 from apps.tokenization import services as tokenization_services
 from apps.tokenization.models import Tokenizer
 from workers.gpt import tokenizers as toklib
@@ -61,7 +61,7 @@ def make_bpe(*, corpus, owner, name="tiny-bpe", vocab_size=300, pattern="gpt4"):
     return Tokenizer.objects.create(
         name=name, kind=Tokenizer.Kind.BPE, corpus=corpus, owner=owner, vocab_size=vocab_size, pattern=pattern,
         special_tokens=[toklib.ENDOFTEXT], status=JobStatus.SUCCEEDED, progress=1.0, path=relative,
-        n_vocab=tok.n_vocab, n_merges=tok.n_merges, fingerprint=analysis.fingerprint(tok))
+        n_vocab=tok.n_vocab, n_merges=tok.n_merges, fingerprint=fingerprint(tok))
 
 
 @pytest.fixture

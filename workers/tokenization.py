@@ -73,7 +73,8 @@ def tokenizer_train(*, tokenizer_id: int) -> str:
     from django.conf import settings
 
     from apps.system import files
-    from apps.tokenization import analysis, services
+    from apps.tokenization import services
+    from apps.tokenization.fingerprint import fingerprint
 
     row = services.tokenizer_mark_running(tokenizer_id=tokenizer_id)
     if row is None:
@@ -152,7 +153,7 @@ def tokenizer_train(*, tokenizer_id: int) -> str:
             os.replace(work, final)
             services.tokenizer_mark_succeeded(tokenizer_id=tokenizer_id, path=files.artifact_relative(final),
                                               n_vocab=tok.n_vocab, n_merges=tok.n_merges,
-                                              fingerprint=analysis.fingerprint(tok),
+                                              fingerprint=fingerprint(tok),
                                               train_seconds=time.monotonic() - started)
             return "succeeded"
         if outcome[0] == "cancelled":

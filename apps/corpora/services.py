@@ -20,6 +20,8 @@ from apps.system import files
 from apps.system.models import JobStatus
 from apps.system.realtime import publish
 from apps.system.services import job_request_cancel
+from apps.tokenization.models import Tokenizer
+from apps.tokenization.selectors import tokenizer_runtime
 from workers.gpt.config import missing_chars_error
 
 BUNDLED_DIR = Path(settings.BASE_DIR) / "data" / "corpora"
@@ -38,7 +40,6 @@ MAX_FILES = 100
 @dataclass
 class Upload:
     """One uploaded file: its name as the user's browser gave it, and its bytes."""
-
     name: str
     data: bytes
 
@@ -187,8 +188,6 @@ def shards_ensure(*, corpus_id: int, tokenizer_id: int, user=None) -> Shards:
     """The shards of this corpus under this tokenizer: the existing row if it is done or under way, a copy of
     another row's result when the same text was already encoded (cache by content hash), else a new job on the
     `infer` queue. The training app calls this, then waits for status succeeded and reads selectors.shards_files."""
-    from apps.tokenization.models import Tokenizer
-
     corpus = Corpus.objects.get(id=corpus_id)
     tokenizer = Tokenizer.objects.get(id=tokenizer_id)
     if tokenizer.status != JobStatus.SUCCEEDED:
@@ -234,8 +233,6 @@ def shards_ensure(*, corpus_id: int, tokenizer_id: int, user=None) -> Shards:
 
 
 def _char_vocab(tokenizer) -> str:
-    from apps.tokenization.selectors import tokenizer_runtime
-
     return "".join(tokenizer_runtime(tokenizer=tokenizer).chars)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from apps.explorer.models import Trace
+from apps.explorer.models import Share, Trace
 from apps.registry.models import Model as RegistryModel
 from apps.training.models import Checkpoint, Run
 from workers.gpt.config import GPTConfig, param_count
@@ -23,7 +23,6 @@ from workers.gpt.config import GPTConfig, param_count
 
 class ExplorerError(ValueError):
     """Input the explorer refuses; the message says why and what to do. status: the HTTP status to answer."""
-
     def __init__(self, message: str, *, status: int = 400):
         super().__init__(message)
         self.status = status
@@ -233,8 +232,6 @@ def trace_view(trace: Trace) -> dict:
 
 def share_text(*, key: str) -> str:
     """The text a share link's key stands for; ExplorerError (404) for a key nobody made."""
-    from apps.explorer.models import Share
-
     share = Share.objects.filter(key=key).first() if isinstance(key, str) and len(key) <= 32 else None
     if share is None:
         raise ExplorerError("That share link is unknown here (made on another server, or its text was deleted): "

@@ -7,7 +7,7 @@ from django.conf import settings
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.inference import realtime, selectors, services
-from apps.inference.api import text_check
+from apps.inference.openai import text_check
 from apps.inference.models import Generation
 from apps.system.limits import client_address
 

@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 
+from apps.inference import realtime
 from apps.inference.models import ApiToken, Generation
 from apps.registry.models import Model
 from apps.registry.selectors import model_summary
@@ -59,8 +60,6 @@ def generation_view(generation: Generation) -> dict:
 def generation_final_event(*, generation_id: int) -> dict | None:
     """The final state event of a finished generation, rebuilt from its row (None while it runs): for a listener whose
     events were lost on the way (Redis restarted and forgot the group), so it still ends with the real result."""
-    from apps.inference import realtime
-
     g = Generation.objects.filter(pk=generation_id).first()
     if g is None or not g.finished_state:
         return None

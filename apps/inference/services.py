@@ -22,10 +22,12 @@ from redis.exceptions import RedisError
 
 from apps.inference import realtime
 from apps.inference.models import ApiToken, Generation
+from apps.registry.selectors import model_usable
 from apps.registry.services import RegistryError
 from apps.system.realtime import publish
 from apps.system import limits
 from apps.system.redisconn import redis_client
+from apps.system.selectors import worker_statuses, worker_view
 
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 100
@@ -38,7 +40,6 @@ DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repe
 class InferenceError(ValueError):
     """A request that cannot be served; the message says why and what to do. `param` names the offending field (the
     API reports it), `status` the HTTP status, `code` an OpenAI-style error code."""
-
     def __init__(self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None,
                  retry_after: int | None = None):
         super().__init__(message)
@@ -156,8 +157,6 @@ def _check_prompt(mode: str, prompt, messages, model) -> tuple[str, list | None]
 def generation_create(*, user, model_ref, mode: str = "completion", prompt: str = "", messages=None,
                       params: dict | None = None, via: str = "web", client: str = "") -> Generation:
     """Validate and record a generation request (not started yet: see generation_start)."""
-    from apps.registry.selectors import model_usable
-
     try:
         model = model_usable(ref=model_ref, user=user)
     except RegistryError as e:
@@ -223,8 +222,6 @@ def generation_worker_lost(*, generation_id: int) -> bool:
     """If the worker running this generation stopped beating its heart (killed, its machine gone), mark the generation
     failed and send its final event, so whoever waits on it (the page, the API) hears within WORKER_GONE_SECONDS
     instead of after INFERENCE_EVENT_TIMEOUT. True when it was lost."""
-    from apps.system.selectors import worker_statuses, worker_view
-
     generation = Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).exclude(worker="").first()
     if generation is None:
         return False
@@ -242,7 +239,7 @@ def generation_worker_lost(*, generation_id: int) -> bool:
         event = realtime.state_event(str(generation.uid), status=Generation.Status.FAILED,
                                      stop_reason=Generation.StopReason.ERROR, n_tokens=len(generation.tokens or []),
                                      text=generation.text, stats={}, notes=[], error=error)
-        realtime.publish(realtime.completion_group(generation_id), event)
+        publish(realtime.completion_group(generation_id), event)
     return bool(lost)
 
 

@@ -13,7 +13,7 @@ UID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"  # the page's script pu
 
 @require_GET
 def generate(request):
-    """The Generate page: everything after the first paint happens over ws/inference/ (static/js/generate.js)."""
+    """The Generate page: everything after the first paint happens over ws/inference/ (static/js/inference/generate.js)."""
     models = selectors.generate_models(user=request.user)
     chosen = request.GET.get("model")
     current = next((m for m in models if m.slug == chosen), models[0] if models else None)

@@ -9,8 +9,10 @@ from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from apps.registry.models import Model, ModelImport
-from apps.registry.services import RegistryError
+from apps.registry.errors import RegistryError
 from apps.system import files
+from apps.tokenization.models import Tokenizer
+from apps.tokenization.selectors import tokenizer_runtime
 from workers.gpt.config import GPTConfig
 
 
@@ -125,8 +127,6 @@ def model_tokenizer(model: Model):
         return _imported_tokenizer(spec["path"])
     if not spec:
         raise RegistryError(f"{model.name} has no tokenizer recorded.", status=409)
-    from apps.tokenization.models import Tokenizer
-    from apps.tokenization.selectors import tokenizer_runtime
 
     row = model.tokenizer or Tokenizer(kind=spec["kind"], name=spec["name"], path=spec.get("path", ""),
                                        fingerprint=spec.get("fingerprint", ""))

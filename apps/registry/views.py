@@ -13,6 +13,7 @@ from apps.registry import selectors, services
 from apps.registry.forms import ImportForm
 from apps.registry.models import Model, ModelImport
 from apps.registry.services import RegistryError
+from apps.training.selectors import RunNotFound, checkpoint_get
 
 
 def _get(slug, user) -> Model:
@@ -98,8 +99,6 @@ def model_export(request, slug):
 @login_required
 @require_POST
 def promote(request, checkpoint_id):
-    from apps.training.selectors import RunNotFound, checkpoint_get
-
     try:
         checkpoint = checkpoint_get(checkpoint_id=checkpoint_id, user=request.user)
     except RunNotFound:

@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.system.limits import RateLimited, client_address
 from apps.system.unicode import lone_surrogate
-from apps.tokenization import analysis, selectors, services
+from apps.tokenization import playground, selectors, services
 from apps.tokenization.selectors import TokenizationError
 from workers.gpt import tokenizers as toklib
 
@@ -90,9 +90,9 @@ def tokenize(request):
         raise TokenizationError('"allow_special" must be true or false')
     selectors.text_check(text=text)
     row, tok = selectors.tokenizer_usable(name=_tokenizer_name(body), user=request.user)
-    ids = analysis.encode_fast(tok, text, allow_special)
+    ids = playground.encode_fast(tok, text, allow_special)
     head = '{"tokenizer":%s,"count":%d,"tokens":[' % (json.dumps(row.name), len(ids))
-    return HttpResponse(b"".join((head.encode(), analysis.tokens_json(tok, ids), b"]}")),
+    return HttpResponse(b"".join((head.encode(), playground.tokens_json(tok, ids), b"]}")),
                         content_type="application/json")
 
 
@@ -106,11 +106,11 @@ def detokenize(request):
     if len(ids) > MAX_IDS:
         raise TokenizationError(f"{len(ids):,} ids is over the limit of {MAX_IDS:,} per request", status=413)
     row, tok = selectors.tokenizer_usable(name=_tokenizer_name(body), user=request.user)
-    result = analysis.decode(tok, ids)
+    result = playground.decode(tok, ids)
     head = '{"tokenizer":%s,"count":%d,"text":%s,"valid_utf8":%s,"tokens":[' % (
         json.dumps(row.name), len(ids), json.dumps(result["text"], ensure_ascii=False),
         "true" if result["valid_utf8"] else "false")
-    return HttpResponse(b"".join((head.encode("utf-8"), analysis.tokens_json(tok, ids), b"]}")),
+    return HttpResponse(b"".join((head.encode("utf-8"), playground.tokens_json(tok, ids), b"]}")),
                         content_type="application/json")
 
 

@@ -9,7 +9,7 @@ from django.db.models import Case, QuerySet, When
 
 from apps.system import files
 from apps.system.models import JobStatus
-from apps.tokenization import analysis
+from apps.tokenization import playground
 from apps.tokenization.models import Tokenizer
 from workers.gpt import tokenizers as toklib
 
@@ -162,14 +162,14 @@ def playground_panes(*, text: str, names: list[str], user, allow_special: bool, 
         try:
             row, tok = tokenizer_usable(name=name, user=user)
             pane |= {"row": row, "tok": tok, "n_vocab": tok.n_vocab}
-            ids = analysis.encode(tok, text, allow_special)
+            ids = playground.encode(tok, text, allow_special)
         except (TokenizationError, toklib.TokenizerError) as exc:
             pane["error"] = str(exc)
             panes.append(pane)
             continue
-        window = analysis.segments_window(tok, ids, 0, 0, analysis.FIRST_WINDOW, show_ws=show_ws)
-        pane |= {"ids": ids, "stats": analysis.pane_stats(text, len(ids)), "window": window,
-                 "specials_in_text": analysis.find_special_strings(tok, text)}
+        window = playground.segments_window(tok, ids, 0, 0, playground.FIRST_WINDOW, show_ws=show_ws)
+        pane |= {"ids": ids, "stats": playground.pane_stats(text, len(ids)), "window": window,
+                 "specials_in_text": playground.find_special_strings(tok, text)}
         panes.append(pane)
     ok = [p for p in panes if p["ids"] is not None]
     if len(ok) >= 2:
@@ -179,7 +179,7 @@ def playground_panes(*, text: str, names: list[str], user, allow_special: bool, 
             p["best"] = p["stats"]["tokens"] == fewest
     specials = next(([s | {"tokenizer": p["name"]} for s in p["specials_in_text"]] for p in ok
                      if p["specials_in_text"]), [])
-    return {"panes": panes, "insights": analysis.insights(text, ok), "specials_in_text": specials}
+    return {"panes": panes, "insights": playground.insights(text, ok), "specials_in_text": specials}
 
 
 def playground_window(*, text: str, name: str, user, allow_special: bool, show_ws: bool, start: int,
@@ -187,7 +187,7 @@ def playground_window(*, text: str, name: str, user, allow_special: bool, show_w
     """The next lazily loaded window of one pane."""
     text_check(text=text)
     _, tok = tokenizer_usable(name=name, user=user)
-    ids = analysis.encode(tok, text, allow_special)
+    ids = playground.encode(tok, text, allow_special)
     if not 0 <= start <= len(ids):
         raise TokenizationError(f"start {start} is outside the {len(ids)} tokens of this text")
-    return analysis.segments_window(tok, ids, start, seg_start, analysis.MORE_WINDOW, show_ws=show_ws)
+    return playground.segments_window(tok, ids, start, seg_start, playground.MORE_WINDOW, show_ws=show_ws)

@@ -12,12 +12,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.corpora.models import Corpus
+from apps.corpora.services import shards_remove_files_if_unused
 from apps.system import files
 from apps.system.limits import rate_limit
 from apps.system.models import JobStatus
 from apps.system.realtime import publish
 from apps.system.services import job_request_cancel
-from apps.tokenization import analysis, realtime, selectors
+from apps.tokenization import realtime, selectors
+from apps.tokenization.fingerprint import fingerprint
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import TokenizationError
 from workers.gpt import tokenizers as toklib
@@ -81,7 +83,7 @@ def tokenizer_seed_builtins() -> list[Tokenizer]:
                 name=name, kind=Tokenizer.Kind.TIKTOKEN, builtin=True, description=info["description"],
                 n_vocab=info["n_vocab"], n_merges=info["n_merges"], pattern=name,
                 special_tokens=list(info["special_tokens"]), status=JobStatus.SUCCEEDED, progress=1.0,
-                fingerprint=analysis.fingerprint(toklib.get_builtin(name)), finished=timezone.now())
+                fingerprint=fingerprint(toklib.get_builtin(name)), finished=timezone.now())
         rows.append(row)
     return rows
 
@@ -102,7 +104,7 @@ def tokenizer_char_create(*, corpus: Corpus, name: str, user=None, builtin: bool
             name=name, kind=Tokenizer.Kind.CHAR, builtin=builtin, corpus=corpus, owner=None if builtin else user,
             description=f"One id per character of {corpus.name} ({len(alphabet):,} characters).",
             n_vocab=tok.n_vocab, status=JobStatus.SUCCEEDED, progress=1.0, path=relative,
-            fingerprint=analysis.fingerprint(tok), finished=timezone.now())
+            fingerprint=fingerprint(tok), finished=timezone.now())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -134,7 +136,7 @@ def tokenizer_imported_create(*, name: str, model_name: str, path: str, owner=No
         name=_unique_name(name[:60]), kind=Tokenizer.Kind.IMPORTED, builtin=owner is None, owner=owner,
         description=f"The byte-level BPE of {model_name}, imported with it.", n_vocab=tok.n_vocab,
         n_merges=tok.n_merges, special_tokens=list(tok.special_tokens), status=JobStatus.SUCCEEDED, progress=1.0,
-        path=path, fingerprint=analysis.fingerprint(tok), finished=timezone.now())
+        path=path, fingerprint=fingerprint(tok), finished=timezone.now())
 
 
 def tokenizer_imported_delete(*, tokenizer_id: int) -> None:
@@ -205,7 +207,6 @@ def tokenizer_delete(*, tokenizer: Tokenizer, user) -> None:
         raise PermissionDenied(_("Only the owner of a tokenizer (or staff) may delete it; built-in ones stay."))
     if tokenizer.status in JobStatus.active():
         raise TokenizationError("This tokenizer is still training: cancel it first.", status=409)
-    from apps.corpora.services import shards_remove_files_if_unused
 
     keys = list(tokenizer.shards.values_list("cache_key", flat=True))
     path = tokenizer.path

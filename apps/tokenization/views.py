@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.corpora.selectors import corpus_list
 from apps.system.limits import RateLimited, client_address
-from apps.tokenization import analysis, selectors, services
+from apps.tokenization import merges as merge_explorer, playground as panes, selectors, services, vocabulary
 from apps.tokenization.forms import CharForm, TrainForm
 from apps.tokenization.selectors import TokenizationError
 from apps.tokenization.state import PlaygroundState, state_from
@@ -108,14 +108,14 @@ def decode(request):
         return response
     try:
         params = _form_params(request)
-        ids = analysis.parse_ids(params.get("ids", ""))
+        ids = panes.parse_ids(params.get("ids", ""))
         if not ids:
             raise TokenizationError("Type or paste some token ids, e.g. 15496, 995.")
         if len(ids) > MAX_DECODE_IDS:
             raise TokenizationError(f"{len(ids):,} ids is over the limit of {MAX_DECODE_IDS:,}.", status=413)
         _, tok = selectors.tokenizer_usable(name=params.get("dt", ""), user=request.user)
-        result = analysis.decode(tok, ids)
-        window = analysis.segments_window(tok, ids, 0, 0, analysis.FIRST_WINDOW, show_ws=False)
+        result = panes.decode(tok, ids)
+        window = panes.segments_window(tok, ids, 0, 0, panes.FIRST_WINDOW, show_ws=False)
     except (ValueError, toklib.TokenizerError) as exc:
         return render(request, "tokenization/_decoded.html", {"error": str(exc)}, status=getattr(exc, "status", 400))
     return render(request, "tokenization/_decoded.html", {"result": result, "window": window, "count": len(ids),
@@ -197,8 +197,8 @@ def detail(request, name: str):
             tok = selectors.tokenizer_runtime(tokenizer=row)
             context["info"] = tok.describe()
             if isinstance(tok, toklib.BPETokenizer):
-                context["first_merges"] = analysis.merge_table(tok, 7, radius=6, mark=False)
-                context["curve"] = analysis.merge_count_curve(tok)
+                context["first_merges"] = merge_explorer.merge_table(tok, 7, radius=6, mark=False)
+                context["curve"] = merge_explorer.merge_count_curve(tok)
         except toklib.TokenizerError as exc:
             context["load_error"] = str(exc)
     if request.htmx:
@@ -266,16 +266,16 @@ def merges(request, name: str):
         n = 0
     n = max(0, min(n, tok.n_merges))
     context |= {"text": text, "n": n}
-    if len(text) > analysis.MERGE_TEXT_MAX_CHARS:
+    if len(text) > merge_explorer.MERGE_TEXT_MAX_CHARS:
         context["error"] = (f"The sample is {len(text):,} characters; the merge explorer re-runs BPE in Python at "
-                            f"every step, so it takes at most {analysis.MERGE_TEXT_MAX_CHARS:,}. Shorten it.")
+                            f"every step, so it takes at most {merge_explorer.MERGE_TEXT_MAX_CHARS:,}. Shorten it.")
         status = 413
     else:
         template = "tokenization/_merge-step.html" if request.htmx else "tokenization/merges.html"
         if request.GET and (response := _limited(request, template, context)):
             return response
-        context |= {"step": analysis.merge_step(tok, text, n), "table": analysis.merge_table(tok, max(1, n)),
-                    "curve": analysis.merge_count_curve(tok, marker_n=n)}
+        context |= {"step": merge_explorer.merge_step(tok, text, n), "table": merge_explorer.merge_table(tok, max(1, n)),
+                    "curve": merge_explorer.merge_count_curve(tok, marker_n=n)}
         status = 200
     template = "tokenization/_merge-step.html" if request.htmx else "tokenization/merges.html"
     return render(request, template, context, status=status)
@@ -297,7 +297,7 @@ def vocab(request, name: str):
         page = int(request.GET.get("page", 1))
     except ValueError:
         page = 1
-    result = analysis.vocab_search(tok, request.GET.get("q", "")[:200], page=page,
+    result = vocabulary.vocab_search(tok, request.GET.get("q", "")[:200], page=page,
                                    partial_only=request.GET.get("partial") == "1")
     context = {"t": row, "tok": tok, "result": result, "partial": request.GET.get("partial") == "1"}
     template = "tokenization/_vocab-rows.html" if request.htmx else "tokenization/vocab.html"

@@ -9,14 +9,11 @@ from apps.system.selectors import worker_list
 from apps.training import realtime
 from apps.training.models import Checkpoint, DeviceProfile, Evaluation, Metric, Run, RunEvent
 from apps.training.presets import PRESETS, preset_matches
-from apps.training.services import TrainingError, run_may_control
+from apps.training.errors import RunNotFound
+from apps.training.permissions import run_may_view  # noqa: F401  (the consumer asks selectors.run_may_view)
 from workers.gpt.config import GPTConfig, flops_per_token
 
 HISTORY_MAX_POINTS = 4000  # a page gets at most this many steps of history; longer runs are downsampled, spikes kept
-
-
-class RunNotFound(TrainingError):
-    """No such run, or not one the user may see (the two are not told apart)."""
 
 
 def run_list(*, user) -> QuerySet[Run]:
@@ -155,7 +152,3 @@ def run_compare(*, runs: list[Run]) -> dict:
         "differing": [{"key": k, "values": [f.get(k) for f in flats]} for k in differing],
         "same": [{"key": k, "value": flats[0].get(k)} for k in keys if k not in differing] if runs else [],
     }
-
-
-def run_may_view(*, run: Run, user) -> bool:
-    return run_may_control(run=run, user=user)

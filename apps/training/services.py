@@ -21,25 +21,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.system.realtime import publish
+from apps.system.redisconn import redis_client
 from apps.training import realtime
+from apps.training.errors import TrainingError
 from apps.training.models import Checkpoint, Evaluation, Metric, Run, RunEvent, run_dir
+from apps.training.permissions import run_may_control
+from apps.training.presets import PRESETS
+from apps.training.selectors import event_view
 from workers.gpt.config import GPTConfig, TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(ValueError):
-    """A request about a run that cannot be done; the message says why and what to do instead. `field` names the
-    form field at fault, when there is one."""
-
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
-def run_may_control(*, run: Run, user) -> bool:
-    """Cancel, resume, fork: the run's owner, or staff."""
-    return user is not None and user.is_authenticated and (user.is_staff or run.owner_id == user.id)
 
 
 def _require_control(run: Run, user, action: str) -> None:
@@ -101,8 +92,6 @@ def run_message_waiting(*, run: Run) -> bool | None:
     None when Redis cannot be asked (then nobody should conclude the message is lost)."""
     if not run.task_id:
         return False
-    from apps.system.redisconn import redis_client
-
     needle = run.task_id.encode()
     try:
         client = redis_client()
@@ -222,8 +211,6 @@ def run_fork(*, checkpoint: Checkpoint, user, changes: dict, name: str = "") -> 
 
 
 def _default_name(preset: str, cfg: GPTConfig) -> str:
-    from apps.training.presets import PRESETS
-
     base = PRESETS[preset].label if preset in PRESETS else "Custom"
     return f"{base} · {cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}"
 
@@ -260,8 +247,6 @@ def note(run: Run, message: str, *, kind: str = RunEvent.Kind.INFO, step: int | 
 
 
 def publish_status(run: Run) -> None:
-    from apps.training.selectors import event_view
-
     last = run.events.order_by("-at", "-id").first()
     publish(realtime.run_group(run.pk), realtime.status_event(
         run.pk, status=run.status, reason=run.reason, step=run.step, entry=event_view(last) if last else None))
@@ -290,8 +275,6 @@ def enqueue_on_commit(run_id: int) -> None:
 
 
 def _send_control(run_id: int, message: bytes) -> None:
-    from apps.system.redisconn import redis_client
-
     try:
         redis_client().publish(realtime.control_channel(run_id), message)
     except Exception:  # the worker also sees the database flag when it renews its lease

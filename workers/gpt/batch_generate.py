@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from .generate import GeneratedToken, _top, apply_repetition_penalty, filter_logits
+from .generate import GeneratedToken, _top, apply_repetition_penalty, checked_tokens, filter_logits
 from .model import GPT, KVCache, apply_rope, causal_mask
 
 MIN_ROWS = 16  # a step over several rows pads its packed sequence to this many tokens (module docstring)
@@ -90,13 +90,7 @@ class Batch:
             seed: int | None = None, stop_ids=(), n_alternatives: int = 5, tag=None) -> Row:
         """A new row continuing idx_list; its first token comes from the next step(). The arguments are
         generate()'s, with the same meaning and the same checks."""
-        tokens = [int(t) for t in idx_list]
-        if not tokens:
-            raise ValueError("idx_list is empty: pass at least one token id, e.g. the tokenizer's end-of-text id")
-        if temperature < 0:
-            raise ValueError(f"temperature ({temperature}) must be >= 0: 0 is greedy, 1 samples the model as it is")
-        if repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty ({repetition_penalty}) must be > 0: 1.0 turns it off")
+        tokens = checked_tokens(idx_list, temperature=temperature, repetition_penalty=repetition_penalty)
         block_size = self.model.config.block_size
         cache = KVCache.for_model(self.model, batch_size=1,
                                   max_seq_len=min(len(tokens), block_size) + max_new_tokens)

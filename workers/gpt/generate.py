@@ -41,13 +41,7 @@ def generate(model: GPT, idx_list, *, max_new_tokens: int, temperature: float = 
     less likely (CTRL, Keskar et al. 2019). The same seed gives the same tokens. Generation stops after a token in
     stop_ids (which is yielded, with stop=True).
     """
-    tokens = [int(t) for t in idx_list]
-    if not tokens:
-        raise ValueError("idx_list is empty: pass at least one token id, e.g. the tokenizer's end-of-text id")
-    if temperature < 0:
-        raise ValueError(f"temperature ({temperature}) must be >= 0: 0 is greedy, 1 samples the model as it is")
-    if repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty ({repetition_penalty}) must be > 0: 1.0 turns it off")
+    tokens = checked_tokens(idx_list, temperature=temperature, repetition_penalty=repetition_penalty)
     stop_ids = set(stop_ids)
     block_size = model.config.block_size
     device = model.lm_head.weight.device
@@ -89,6 +83,18 @@ def generate(model: GPT, idx_list, *, max_new_tokens: int, temperature: float = 
                 logits = _prefill(model, cache, tokens[-block_size:], device)
     finally:
         model.train(was_training)
+
+
+def checked_tokens(idx_list, *, temperature: float, repetition_penalty: float) -> list[int]:
+    """idx_list as ints, once generate()'s arguments are known to make sense (batch_generate checks the same)."""
+    tokens = [int(t) for t in idx_list]
+    if not tokens:
+        raise ValueError("idx_list is empty: pass at least one token id, e.g. the tokenizer's end-of-text id")
+    if temperature < 0:
+        raise ValueError(f"temperature ({temperature}) must be >= 0: 0 is greedy, 1 samples the model as it is")
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty ({repetition_penalty}) must be > 0: 1.0 turns it off")
+    return tokens
 
 
 def _prefill(model, cache, tokens, device) -> torch.Tensor:

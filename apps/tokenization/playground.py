@@ -1,13 +1,15 @@
-"""What the playground, the merge explorer, the vocabulary browser and the API compute from a runtime tokenizer.
+"""What the playground and the tokenize/detokenize API compute from a runtime tokenizer: ids (cached, and on two
+threads for long text), the panes' segments and numbers, the "why tokenization matters" sentences, the API's token
+JSON and decoding ids a person typed.
 
 Pure functions over workers.gpt.tokenizers objects (no Django, no database): selectors.py loads the tokenizer from its
-row and calls these. Everything a page shows as a number is computed here, so the tests can check it directly.
+row and calls these. The merge explorer (merges.py) and the vocabulary browser (vocabulary.py) reuse the byte display
+helpers at the end.
 """
 
 from __future__ import annotations
 
 import array
-import functools
 import hashlib
 import itertools
 import json
@@ -18,32 +20,13 @@ from collections import OrderedDict
 
 import regex
 
+from apps.corpora.text import safe_spans
 from apps.system.templatetags.labtext import visible_whitespace
 from workers.gpt import tokenizers as toklib
 
 FIRST_WINDOW = 1500  # segments rendered with the page; the rest arrive as the user scrolls ("render lazily")
 MORE_WINDOW = 4000  # segments per lazily loaded window
-MERGE_TEXT_MAX_CHARS = 5000  # the merge explorer runs BPE in Python: keep its sample short
 IDS_PREVIEW = 12  # ids quoted in the explanation
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Fingerprints: what decides the ids a tokenizer produces (used in shard cache keys)
-
-
-@functools.lru_cache(maxsize=32)
-def fingerprint(tok: toklib.Tokenizer) -> str:
-    """sha256 of the ranks and pattern (byte-level BPE) or the characters (character-level), plus special tokens."""
-    h = hashlib.sha256()
-    if isinstance(tok, toklib.TiktokenTokenizer):
-        h.update(tok.kind.encode() + b"\0" + tok.pat_str.encode() + b"\0")
-        h.update(toklib.dump_ranks(tok.mergeable_ranks))
-    elif isinstance(tok, toklib.CharTokenizer):
-        h.update(b"char\0" + "".join(tok.chars).encode("utf-8"))
-    else:  # pragma: no cover - every kind is one of the above
-        raise TypeError(f"no fingerprint for {type(tok).__name__}")
-    h.update(json.dumps(sorted(tok.special_tokens.items())).encode())
-    return h.hexdigest()
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Encoding, cached: the playground asks for the same text again when the user scrolls to the next window
@@ -84,8 +67,6 @@ def encode_fast(tok: toklib.Tokenizer, text: str, allow_special: bool = False) -
     by tiktoken on ENCODE_THREADS threads: the same ids (tests check it), faster where cores are free."""
     if ENCODE_THREADS < 2 or len(text) < PARALLEL_MIN_CHARS or not isinstance(tok, toklib.TiktokenTokenizer):
         return tok.encode(text, allow_special)
-    from apps.corpora.text import safe_spans
-
     spans = safe_spans(text, 0, len(text), max(PARALLEL_MIN_CHARS // 4, len(text) // (2 * ENCODE_THREADS)))
     if len(spans) == 1:
         return tok.encode(text, allow_special)
@@ -106,7 +87,7 @@ def encode(tok: toklib.Tokenizer, text: str, allow_special: bool = False) -> arr
 # Playground panes
 
 
-def _hex(b: bytes) -> str:
+def hex_bytes(b: bytes) -> str:
     return " ".join(f"{x:02x}" for x in b)
 
 
@@ -211,7 +192,7 @@ def insights(text: str, panes: list[dict]) -> list[dict]:
             example = max(multi, key=lambda s: len(s["ids"]))
             facts.append({"kind": "multi", "name": pane["name"], "count": len(multi), "example": example["text"],
                           "example_tokens": len(example["ids"]),
-                          "example_bytes": _hex(example["text"].encode("utf-8"))})
+                          "example_bytes": hex_bytes(example["text"].encode("utf-8"))})
             break
     if match := max(_LONG_WORD.findall(text[:200_000]), key=len, default=None):
         tok = first["tok"]
@@ -323,144 +304,18 @@ def decode(tok: toklib.Tokenizer, ids: list[int]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The merge explorer
+# Token bytes for display (the merge explorer and the vocabulary browser too)
 
 
-@functools.lru_cache(maxsize=8)
-def _merge_index(tok: toklib.Tokenizer) -> dict[int, int]:
-    """rank (token id) -> merge number (1-based) for every merged token."""
-    return {m.rank: k for k, m in enumerate(tok.merges(), 1)}
-
-
-@functools.lru_cache(maxsize=8)
-def _merges(tok: toklib.Tokenizer) -> tuple:
-    return tuple(tok.merges())
-
-
-def merge_counts(tok: toklib.Tokenizer) -> list[int] | None:
-    """How often each pair occurred in the training text when it was merged (trained BPEs only)."""
-    return getattr(tok, "merge_counts", None)
-
-
-def merge_info(tok: toklib.Tokenizer, k: int) -> dict:
-    """Merge number k (1-based): which two tokens join into which bytes, and (trained) how often it occurred."""
-    m = _merges(tok)[k - 1]
-    counts = merge_counts(tok)
-    left, right = tok.token_bytes(m.left), tok.token_bytes(m.right)
-    return {"n": k, "rank": m.rank, "left": m.left, "right": m.right,
-            "left_text": _show(left), "right_text": _show(right), "merged_text": _show(m.merged),
-            "merged_hex": _hex(m.merged), "count": counts[k - 1] if counts else None}
-
-
-def _show(b: bytes) -> str:
+def show_bytes(b: bytes) -> str:
     """Token bytes for display: text with visible whitespace, or <hex> where they are not UTF-8 on their own."""
     try:
         return visible_whitespace(b.decode("utf-8"))
     except UnicodeDecodeError:
-        return "<" + _hex(b) + ">"
+        return "<" + hex_bytes(b) + ">"
 
 
-def merge_step(tok: toklib.Tokenizer, text: str, n: int) -> dict:
-    """The sample text with only the first n merges applied, and what merge n did to it."""
-    ids = tok.encode_with_merge_limit(text, n)
-    index = _merge_index(tok)
-    window = segments_window(tok, ids, 0, 0, 100_000, show_ws=True)["segments"]
-    made_now = _merges(tok)[n - 1].rank if n > 0 else None
-    for seg in window:
-        merge_numbers = [index.get(i) for i in seg["ids"]]
-        seg["merge"] = max((k for k in merge_numbers if k), default=0)
-        seg["fresh"] = made_now is not None and made_now in seg["ids"]
-    n_bytes = len(text.encode("utf-8"))
-    return {"n": n, "segments": window, "tokens": len(ids), "bytes": n_bytes,
-            "bytes_per_token": n_bytes / len(ids) if ids else None,
-            "fused": sum(1 for s in window if s["fresh"]),
-            "merge": merge_info(tok, n) if n > 0 else None}
-
-
-def merge_table(tok: toklib.Tokenizer, around: int, radius: int = 6, *, mark: bool = True) -> list[dict]:
-    """Merges around number `around` (marked as the current one when `mark`)."""
-    total = tok.n_merges
-    lo, hi = max(1, around - radius), min(total, around + radius)
-    return [merge_info(tok, k) | {"current": mark and k == around} for k in range(lo, hi + 1)]
-
-
-def merge_count_curve(tok: toklib.Tokenizer, *, width: int = 600, height: int = 120, points: int = 300,
-                      marker_n: int | None = None) -> dict | None:
-    """A polyline (SVG coordinates) of merge counts on a log scale, for trained BPEs."""
-    counts = merge_counts(tok)
-    if not counts:
-        return None
-    import math
-
-    n = len(counts)
-    step = max(1, n // points)
-    sample = [(k, counts[k]) for k in range(0, n, step)] + [(n - 1, counts[-1])]
-    top = math.log10(max(counts) + 1)
-    coords = " ".join(f"{(k / max(1, n - 1)) * width:.1f},{height - (math.log10(c + 1) / top) * height:.1f}"
-                      for k, c in sample)
-    marker = None if not marker_n else round((marker_n - 1) / max(1, n - 1) * width, 1)
-    return {"points": coords, "width": width, "height": height, "max": max(counts), "min": min(counts), "n": n,
-            "marker": marker}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The vocabulary browser
-
-
-@functools.lru_cache(maxsize=8)
-def _vocab(tok: toklib.Tokenizer) -> tuple[list[int], list[bytes], list[str]]:
-    if isinstance(tok, toklib.TiktokenTokenizer):
-        pairs = sorted((rank, token) for token, rank in tok.mergeable_ranks.items())
-        pairs += sorted((i, s.encode("utf-8")) for s, i in tok.special_tokens.items())
-    else:
-        pairs = [(i, tok.token_bytes(i)) for i in range(tok.n_vocab)]
-    ids = [i for i, _ in pairs]
-    data = [b for _, b in pairs]
-    texts = [b.decode("utf-8", "replace") for b in data]
-    return ids, data, texts
-
-
-def vocab_search(tok: toklib.Tokenizer, q: str, *, page: int = 1, per_page: int = 100,
-                 partial_only: bool = False) -> dict:
-    """Tokens whose text contains q (case-sensitive), or the token with id q ('#123' or '123'), or whose bytes
-    contain a hex string ('0xe4bd'); 100 a page."""
-    ids, data, texts = _vocab(tok)
-    q = q.strip()
-    specials = set(tok.special_tokens.values())
-    id_hit = None
-    if re.fullmatch(r"#?\d+", q):
-        wanted = int(q.lstrip("#"))
-        id_hit = next((k for k, i in enumerate(ids) if i == wanted), None) if wanted < tok.n_vocab else None
-    if q.startswith("#") and q[1:].isdigit():
-        matches = [id_hit] if id_hit is not None else []
-    elif re.fullmatch(r"0x[0-9a-fA-F]+", q) and len(q) % 2 == 0:
-        needle = bytes.fromhex(q[2:])
-        matches = [k for k, b in enumerate(data) if needle in b]
-    elif q:
-        matches = [k for k, t in enumerate(texts) if q in t]
-        if id_hit is not None:
-            matches = [id_hit] + [k for k in matches if k != id_hit]
-    else:
-        matches = range(len(ids))
-    if partial_only:
-        matches = [k for k in matches if not _is_utf8(data[k])]
-    total = len(matches)
-    pages = max(1, -(-total // per_page))
-    page = min(max(1, page), pages)
-    rows = []
-    merges = _merges(tok) if tok.n_merges and isinstance(tok, toklib.BPETokenizer) else None
-    for k in list(matches[(page - 1) * per_page: page * per_page]):
-        token_id, b = ids[k], data[k]
-        row = {"id": token_id, "hex": _hex(b), "length": len(b), "special": token_id in specials,
-               "utf8": _is_utf8(b), "text": visible_whitespace(texts[k]) if _is_utf8(b) else None}
-        if merges is not None and token_id >= 256 and token_id - 256 < len(merges):
-            m = merges[token_id - 256]
-            row["parents"] = [(m.left, _show(tok.token_bytes(m.left))), (m.right, _show(tok.token_bytes(m.right)))]
-        rows.append(row)
-    return {"q": q, "total": total, "page": page, "pages": pages, "rows": rows, "size": len(ids)}
-
-
-def _is_utf8(b: bytes) -> bool:
+def is_utf8(b: bytes) -> bool:
     try:
         b.decode("utf-8")
         return True

@@ -1,0 +1,194 @@
+// An output panel of the Generate page (A, and B when comparing): its versions (a generation and its branches),
+// the tokens as they stream in, the final stats and notes. All text from the model goes in through textContent.
+
+import { describe } from "./form.js";
+import { send } from "./socket.js";
+import { boot, state, STOP_REASONS } from "./state.js";
+import { bubble, el, markCut, pieceOf, textOf, tokenSpan } from "./tokens.js";
+
+export class Panel {
+  constructor(key, el) {
+    this.key = key;
+    this.el = el;
+    this.body = el.querySelector(".out-body");
+    this.statusEl = el.querySelector(".out-status");
+    this.title = el.querySelector(".out-title");
+    this.stats = el.querySelector(".gen-stats");
+    this.notes = el.querySelector(".out-notes");
+    this.versionsEl = el.querySelector(".versions");
+    this.reset();
+  }
+
+  reset() {
+    this.history = []; // chat: finished turns [{role, content, version?}]
+    this.versions = []; // the alternatives of the current output (the first generation and its branches)
+    this.current = null;
+    this.pending = null; // a request sent, no "created" yet
+    this.prompt = "";
+    this.body.replaceChildren(el("p", "muted out-empty", "Output appears here, token by token."));
+    this.stats.replaceChildren();
+    this.notes.hidden = true;
+    this.versionsEl.hidden = true;
+    this.setStatus("idle");
+  }
+
+  get running() {
+    return Boolean(this.pending) || Boolean(this.current && !this.current.finished);
+  }
+
+  setStatus(text, kind = "") {
+    this.statusEl.textContent = text;
+    this.statusEl.className = "badge out-status" + (kind ? " " + kind : "");
+  }
+
+  request(message, { branchOf = null } = {}) {
+    this.pending = { sentAt: performance.now(), branchOf };
+    if (!send({ ...message, panel: this.key })) { this.pending = null; return; }
+    this.setStatus("queued", "warn");
+  }
+
+  started(m) {
+    const branchOf = this.pending ? this.pending.branchOf : null;
+    const version = { uid: m.generation, heardAt: performance.now(), records: [], finished: false, final: null, gap: false, model: m.model,
+      params: m.params, sentAt: this.pending ? this.pending.sentAt : performance.now(), firstAt: null,
+      parent: m.parent, branchIndex: m.branch_index, label: "" };
+    this.pending = null;
+    if (!branchOf) this.versions = [];
+    version.label = branchOf ? `#${m.branch_index} → ${pieceOf(branchOf)}` : "original";
+    this.versions.push(version);
+    this.show(version);
+    this.title.textContent = describe(m.model, m.params);
+    return version;
+  }
+
+  tokens(version, m) {
+    version.heardAt = performance.now();
+    if (m.offset > version.records.length) version.gap = true; // a batch went missing: the stored copy fills it in
+    if (version.gap) return;
+    const fresh = m.tokens.slice(version.records.length - m.offset);
+    if (!fresh.length) return;
+    if (version.firstAt === null) version.firstAt = performance.now();
+    version.records.push(...fresh);
+    if (version === this.current) this.appendTokens(version, fresh);
+    this.setStatus("generating", "run");
+  }
+
+  async state(version, m) {
+    version.heardAt = performance.now();
+    if (m.status === "loading") { this.setStatus(`loading ${m.model}…`, "warn"); return; }
+    if (m.status === "running") {
+      version.running = m;
+      this.setStatus("generating", "run");
+      if (m.notes && m.notes.length) this.showNotes(m.notes);
+      return;
+    }
+    version.final = m;
+    version.finished = true;
+    if (version.gap || version.records.length < m.n_tokens) {
+      const stored = await fetch(boot.urls.generation.replace("00000000-0000-0000-0000-000000000000", version.uid))
+        .then((r) => r.json());
+      version.records = stored.tokens;
+      version.gap = false;
+    }
+    if (this.current === version) this.show(version);
+    if (m.status === "failed") this.setStatus("failed", "bad");
+    else this.setStatus(m.status === "stopped" ? "stopped" : "done", m.status === "stopped" ? "warn" : "ok");
+  }
+
+  failed(message) {
+    this.pending = null;
+    this.setStatus("refused", "bad");
+    this.showNotes([message], "bad");
+  }
+
+  connectionLost() {
+    this.pending = null;
+    for (const v of this.versions) {
+      if (!v.finished) {
+        v.finished = true;
+        v.final = { status: "stopped", stop_reason: "disconnected", stats: {}, notes: [], text: textOf(v.records) };
+        if (v === this.current) { this.show(v); this.setStatus("connection lost", "bad"); }
+      }
+    }
+  }
+
+  // -- rendering ----------------------------------------------------------------------------------------------------
+
+  show(version) {
+    this.current = version;
+    this.body.replaceChildren();
+    if (state.mode === "chat") {
+      for (const turn of this.history) this.body.append(bubble(turn.role, turn.version ? null : turn.content, turn.version));
+      this.tokensEl = el("div", "bubble-text gen-tokens");
+      const reply = el("div", "bubble assistant");
+      reply.append(el("span", "who", "assistant"), this.tokensEl);
+      this.body.append(reply);
+    } else {
+      this.tokensEl = el("div", "gen-tokens");
+      this.tokensEl.append(el("span", "prompt-text", this.prompt));
+      this.body.append(this.tokensEl);
+    }
+    this.tokensEl.dataset.uid = version.uid;
+    this.appendTokens(version, version.records);
+    this.renderVersions();
+    this.renderStats(version);
+  }
+
+  appendTokens(version, records) {
+    const frag = document.createDocumentFragment();
+    for (const r of records) frag.append(tokenSpan(r, version));
+    this.tokensEl.append(frag);
+    if (version.final) markCut(this.tokensEl, version);
+    this.body.scrollTop = this.body.scrollHeight;
+  }
+
+  renderVersions() {
+    this.versionsEl.replaceChildren();
+    if (this.versions.length < 2) { this.versionsEl.hidden = true; return; }
+    this.versionsEl.hidden = false;
+    this.versionsEl.append(el("span", "muted small", "Branches:"));
+    this.versions.forEach((v, i) => {
+      const b = el("button", "chip-button", `${i + 1} · ${v.label}`);
+      b.type = "button";
+      b.setAttribute("aria-pressed", String(v === this.current));
+      b.addEventListener("click", () => { if (!this.running) this.show(v); });
+      this.versionsEl.append(b);
+    });
+  }
+
+  renderStats(version) {
+    this.stats.replaceChildren();
+    const f = version.final;
+    if (!f) { this.notes.hidden = true; return; }
+    const s = f.stats || {};
+    const generated = s.generated ?? version.records.length;
+    const parts = [`${generated} token${generated === 1 ? "" : "s"}`];
+    if (s.ttft_ms !== undefined) parts.push(`TTFT ${(s.ttft_ms / 1000).toFixed(2)} s`);
+    if (s.tokens_per_s !== undefined) parts.push(`${s.tokens_per_s.toFixed(1)} tokens/s`);
+    parts.push(`stop: ${STOP_REASONS[f.stop_reason] || f.stop_reason || f.status}`);
+    for (const p of parts) this.stats.append(el("span", "stat", p));
+    const detail = [];
+    if (f.prompt_tokens) detail.push(`prompt ${f.prompt_tokens} tokens`);
+    if (s.load_ms) detail.push(`model load ${(s.load_ms / 1000).toFixed(1)} s`);
+    if (s.queue_ms !== undefined) detail.push(`queue ${Math.round(s.queue_ms)} ms`);
+    if (f.seed !== undefined && f.seed !== null) detail.push(`seed ${f.seed}`);
+    if (detail.length) this.stats.append(el("span", "stat muted", detail.join(" · ")));
+    const notes = [...(f.notes || [])];
+    if (f.error) notes.unshift(f.error);
+    if (notes.length) this.showNotes(notes, f.error ? "bad" : "warn"); else this.notes.hidden = true;
+  }
+
+  showNotes(notes, kind = "warn") {
+    this.notes.replaceChildren(...notes.map((n) => el("p", "", n)));
+    this.notes.className = "out-notes " + kind;
+    this.notes.hidden = false;
+  }
+
+  // chat: the finished reply joins the conversation before the next message
+  commitTurn() {
+    const v = this.current;
+    if (!v || !v.final) return;
+    this.history.push({ role: "assistant", content: v.final.text ?? textOf(v.records), version: v });
+    this.versions = [];
+  }
+}
