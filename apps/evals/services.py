@@ -27,6 +27,7 @@ from apps.evals.selectors import EvalError, evaluation_view, problems_for, promp
 from apps.registry.models import Model
 from apps.system.realtime import publish
 from apps.system.services import job_request_cancel
+from apps.tokenization.selectors import tokenizer_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,6 @@ def _check_prompts_fit(*, model: Model, problems: list, max_new_tokens: int) -> 
     """Refuse a generate evaluation whose prompts (as the model reads them) leave less than max_new_tokens of the
     context, or that the model's tokenizer cannot encode: an answer with no room, or a question the model cannot
     read, scores nothing."""
-    from apps.tokenization.selectors import tokenizer_from_spec
     from workers.gpt.chat import ChatTemplateError
     from workers.gpt.tokenizers import TokenizerError
 
