@@ -219,3 +219,16 @@ class DeviceProfile(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Rollout(models.Model):
+    """The sampled groups of one GRPO step, for the dashboard: [{"prompt", "answer", "samples": [{"text", "reward",
+    "correct", "length", "truncated"}]}]. Only the last few steps are kept (apps.training.grpo.ROLLOUT_STEPS_KEPT)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="rollouts")
+    step = models.PositiveIntegerField()
+    groups = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="rollout_unique_step")]
