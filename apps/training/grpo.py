@@ -9,6 +9,7 @@ model it starts from and whose corpus is a task set. train_config holds {"max_st
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.system.devices import device_key
@@ -78,7 +79,7 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
         run = Run.objects.create(
             owner=owner, name=(name.strip() or f"{base_model.name} · GRPO on {corpus.name}")[:100],
             kind=Run.Kind.GRPO, base_model=base_model, corpus=corpus, tokenizer=base_model.tokenizer, data=data,
-            model_config=model_cfg.to_dict(), train_config=train_config, queued=None)
+            model_config=model_cfg.to_dict(), train_config=train_config, queued=timezone.now())
         services.note(run, _("Queued: GRPO from %(model)s on %(corpus)s, G=%(g)s, %(steps)s steps.")
                       % {"model": base_model.name, "corpus": corpus.name, "g": cfg.group_size, "steps": cfg.steps})
         if enqueue:
