@@ -235,34 +235,13 @@ class ReinforceJob(TrainingJob):
                                     removed=[files.artifact_relative(p) for p in removed])
         return True
 
-    @torch.no_grad()
     def evaluate(self, which: str, step: int) -> dict:
-        """Held-out pass@1 (greedy) and pass@k (k samples at the run's temperature) on the run's held-out problems."""
-        k = int(self.run.train_config.get("pass_k", grpo_app.PASS_K))
-        was_training = self.model.training
-        self.model.eval()
-        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-        greedy_right, any_right = 0, 0
-        try:
-            for i in range(0, len(self.held_out), EVAL_BATCH):
-                chunk = self.held_out[i:i + EVAL_BATCH]
-                prompts = [self.encode_prompt(p) for p in chunk]
-                greedy = generate_batch(self.model, prompts, max_new_tokens=self.cfg.max_new_tokens, temperature=0.0,
-                                        stop_ids=self.stop_ids)
-                greedy_ok = [check(p, self.decode(c)).correct for p, c in zip(chunk, greedy)]
-                greedy_right += sum(greedy_ok)
-                sampled = generate_batch(self.model, [ids for ids in prompts for _ in range(k)],
-                                         max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
-                                         top_k=self.cfg.top_k, top_p=self.cfg.top_p, stop_ids=self.stop_ids,
-                                         generator=gen)
-                for j, p in enumerate(chunk):
-                    any_right += any(check(p, self.decode(c)).correct for c in sampled[j * k:(j + 1) * k])
-        finally:
-            self.model.train(was_training)
-        n = len(self.held_out)
-        low, high = wilson_interval(greedy_right, n)
-        result = {"step": step, "n": n, "k": k, "pass1": greedy_right / n, "pass1_low": low, "pass1_high": high,
-                  "passk": any_right / n}
+        """Held-out pass@1 and pass@k on the run's held-out problems, recorded on the run."""
+        c = self.cfg
+        result = {"step": step} | heldout_accuracy(
+            self.model, self.held_out, encode_prompt=self.encode_prompt, decode=self.decode, stop_ids=self.stop_ids,
+            max_new_tokens=c.max_new_tokens, k=int(self.run.train_config.get("pass_k", grpo_app.PASS_K)),
+            temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + 1)
         self.heldout[which] = result
         grpo_app.heldout_record(run_id=self.run.pk, token=self.token, which=which, result=result)
         return result
@@ -330,3 +309,33 @@ class ReinforceJob(TrainingJob):
             return (f"held-out pass@1 {100 * before['pass1']:.1f} % -> {100 * after['pass1']:.1f} %; registered as "
                     f"{model.name}")
         return f"registered as {model.name}"
+
+
+@torch.no_grad()
+def heldout_accuracy(model, problems, *, encode_prompt, decode, stop_ids, max_new_tokens: int, k: int = 1,
+                     temperature: float = 1.0, top_k=None, top_p=None, seed: int = 0) -> dict:
+    """pass@1 (one greedy answer per problem, with its 95 % Wilson interval) and pass@k (some of k samples at
+    `temperature` right) on `problems`, generated EVAL_BATCH prompts at a time with the batched KV cache.
+    Returns {"n", "k", "pass1", "pass1_low", "pass1_high", "passk"}."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    greedy_right, any_right = 0, 0
+    try:
+        for i in range(0, len(problems), EVAL_BATCH):
+            chunk = problems[i:i + EVAL_BATCH]
+            prompts = [encode_prompt(p) for p in chunk]
+            greedy = generate_batch(model, prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop_ids=stop_ids)
+            greedy_right += sum(check(p, decode(c)).correct for p, c in zip(chunk, greedy))
+            if k > 1:
+                sampled = generate_batch(model, [ids for ids in prompts for _ in range(k)],
+                                         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, stop_ids=stop_ids, generator=gen)
+                any_right += sum(any(check(p, decode(c)).correct for c in sampled[j * k:(j + 1) * k])
+                                 for j, p in enumerate(chunk))
+    finally:
+        model.train(was_training)
+    n = len(problems)
+    low, high = wilson_interval(greedy_right, n)
+    return {"n": n, "k": k, "pass1": greedy_right / n if n else 0.0, "pass1_low": low, "pass1_high": high,
+            "passk": (any_right / n if n else 0.0) if k > 1 else (greedy_right / n if n else 0.0)}
