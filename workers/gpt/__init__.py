@@ -18,4 +18,6 @@ TORCH_FREE = (
     "workers.gpt.formats.hf",
     "workers.gpt.formats.safetensors",
     "workers.gpt.formats.llmlab",
+    "workers.gpt.tasks",
+    "workers.gpt.grpo_config",
 )
