@@ -238,6 +238,9 @@ class ReinforceJob(TrainingJob):
     def evaluate(self, which: str, step: int) -> dict:
         """Held-out pass@1 and pass@k on the run's held-out problems, recorded on the run."""
         c = self.cfg
+        lease.run_note(run_id=self.run.pk, token=self.token, step=step, message=(
+            f"Measuring held-out accuracy {which} training: {len(self.held_out)} problems, one greedy answer and "
+            f"{self.run.train_config.get('pass_k', grpo_app.PASS_K)} samples each."))
         result = {"step": step} | heldout_accuracy(
             self.model, self.held_out, encode_prompt=self.encode_prompt, decode=self.decode, stop_ids=self.stop_ids,
             max_new_tokens=c.max_new_tokens, k=int(self.run.train_config.get("pass_k", grpo_app.PASS_K)),
