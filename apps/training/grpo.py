@@ -92,7 +92,9 @@ def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens:
     """Seconds per GRPO step on each live train worker: sampling (prompts x G x max_new_tokens tokens, one at a
     time) plus the update (a forward and backward over the same tokens, and a reference forward when beta > 0).
     Sampling speed is the one a GRPO run of this model measured on that kind of device, else a rough guess."""
-    cfg = GPTConfig.from_dict(dict(model_config))
+    # attention's FLOPs grow with the context actually used (prompt + answer), not with the model's block_size
+    used = min(int(model_config["block_size"]), prompt_tokens + grpo_config.max_new_tokens)
+    cfg = GPTConfig.from_dict(dict(model_config) | {"block_size": used})
     rows = grpo_config.prompts_per_step * grpo_config.group_size
     gen_tokens = rows * grpo_config.max_new_tokens
     seq_tokens = rows * (prompt_tokens + grpo_config.max_new_tokens)
