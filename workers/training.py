@@ -65,7 +65,24 @@ def train_run(run_id: int, *, worker: str, task_id: str = "", echo=None, stop: t
     run = lease.run_claim(run_id=run_id, worker=worker, device=device_info, task_id=task_id)
     if run is None:
         return "skipped: finished, cancelled, or held by another worker"
-    return TrainingJob(run, device_info, echo=echo, stop=stop).execute()
+    if run.kind not in JOBS:
+        lease.run_finish(run_id=run.pk, token=run.lease_token, status=Run.Status.FAILED,
+                         reason=f"this worker cannot train runs of kind {run.kind!r}: update the train workers")
+        return "failed"
+    return JOBS[run.kind]()(run, device_info, echo=echo, stop=stop).execute()
+
+
+def _reinforce_job():
+    from workers.reinforce import ReinforceJob
+
+    return ReinforceJob
+
+
+# run.kind -> the job that trains it (imported when first needed: each kind's glue brings its own libraries)
+JOBS = {
+    "pretrain": lambda: TrainingJob,
+    "grpo": _reinforce_job,
+}
 
 
 def use_compile_cache() -> None:

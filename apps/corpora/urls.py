@@ -1,12 +1,13 @@
 from django.urls import path
 
-from apps.corpora import views
+from apps.corpora import taskset_views, views
 
 app_name = "corpora"
 
 urlpatterns = [
     path("", views.corpus_list, name="list"),
     path("upload/", views.upload, name="upload"),
+    path("tasks/new/", taskset_views.taskset_new, name="taskset_new"),
     path("<int:corpus_id>/", views.detail, name="detail"),
     path("<int:corpus_id>/preview/", views.preview, name="preview"),
     path("<int:corpus_id>/split/", views.split, name="split"),

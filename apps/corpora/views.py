@@ -93,6 +93,10 @@ def _detail_context(request, corpus: Corpus, **extra) -> dict:
 
 def detail(request, corpus_id: int):
     corpus = _corpus_or_404(request, corpus_id)
+    if corpus.kind == Corpus.Kind.TASKS:
+        from apps.corpora.taskset_views import taskset_detail
+
+        return taskset_detail(request, corpus)
     return render(request, "corpora/detail.html", _detail_context(request, corpus))
 
 

@@ -415,3 +415,33 @@ def smollm2_gguf_path() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     return path if path.exists() else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# models made by fine-tuning and RL runs
+
+
+def model_register_derived(*, run, weights_dir: Path, weights_name: str, suffix: str, step: int,
+                           description: str = "") -> Model:
+    """Register the weights a fine-tuning or RL run wrote in `weights_dir` (a temporary folder under models/, holding
+    `weights_name` and its sidecar) as `<base>-<suffix>` (e.g. SmolLM2-135M-Instruct-grpo; a number is added when
+    the name is taken), a draft of the run's owner. The base model's tokenizer, chat template and stop ids are
+    copied, and the lineage says base model -> data set -> run -> this model. All or nothing: the folder is moved
+    into models/<id>/ with the row, or removed."""
+    base = run.base_model
+    if base is None:
+        files.remove(weights_dir)
+        raise RegistryError("The run's base model was deleted, so its tokenizer and chat template are unknown.",
+                            status=409)
+    cfg = GPTConfig.from_dict(run.model_config)
+    lineage = {"base_model": base.name, "base_model_id": base.pk,
+               "corpus": run.data.get("corpus") or (run.corpus.name if run.corpus else None),
+               "corpus_id": run.corpus_id, "run": run.name, "run_id": run.pk, "kind": run.kind, "step": step}
+    return _finish_files(
+        tmp=Path(weights_dir), weights_name=weights_name, name=_unique_name(f"{base.name}-{suffix}"),
+        slug=_unique_slug(f"{base.name}-{suffix}"), description=description,
+        architecture=_architecture(cfg), config=cfg.to_dict(), n_params=param_count(cfg), tokenizer=base.tokenizer,
+        tokenizer_spec=dict(base.tokenizer_spec), chat_template=base.chat_template, stop_ids=list(base.stop_ids),
+        source=Model.Source.RUN, source_detail={"format": "llmlab", "file": weights_name, "kind": run.kind},
+        run=run, step=step, lineage=lineage, base=base, status=Model.Status.DRAFT, owner=run.owner,
+    )

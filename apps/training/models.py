@@ -268,3 +268,16 @@ class Sweep(models.Model):
     @property
     def status(self) -> str:
         return self.status_of(list(self.runs.values_list("status", flat=True)))
+
+
+class Rollout(models.Model):
+    """The sampled groups of one GRPO step, for the dashboard: [{"prompt", "answer", "samples": [{"text", "reward",
+    "correct", "length", "truncated"}]}]. Only the last few steps are kept (apps.training.grpo.ROLLOUT_STEPS_KEPT)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="rollouts")
+    step = models.PositiveIntegerField()
+    groups = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="rollout_unique_step")]

@@ -15,6 +15,8 @@ REWIND = "training.rewind"  # steps after a checkpoint were dropped (the run res
 PREPARING = "training.preparing"  # the run waits for its corpus to be encoded: how far that is
 QUEUE = "training.queue"  # some run entered or left the queue: queued pages recompute their position
 SWEEP = "training.sweep"  # a run of a sweep changed status (finished, say): the sweep's page refits and redraws
+ROLLOUT = "training.rollout"  # GRPO: the sampled groups of a step (each answer with its reward), for the answers panel
+HELDOUT = "training.heldout"  # GRPO: held-out pass@1 / pass@k before training or after it
 
 
 def run_group(run_id: int) -> str:
@@ -42,7 +44,9 @@ CANCEL = b"cancel"  # the one message sent on a control channel
 
 
 # Steps and evaluations travel as rows in this field order (compact: a long run sends thousands of them).
-METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "ms", "tokens_per_s", "mfu", "elapsed")
+# "extra" is a dict of what only some kinds of run measure (grpo: reward, accuracy, reward_std, response_len, kl,
+# entropy); last, so rows of the other fields read the same.
+METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "ms", "tokens_per_s", "mfu", "elapsed", "extra")
 EVAL_FIELDS = ("step", "train_loss", "val_loss", "elapsed")
 
 
@@ -72,3 +76,13 @@ def preparing_event(run_id: int, *, progress: float, eta_seconds: float | None) 
 
 def queue_event() -> dict:
     return {"type": QUEUE}
+
+
+def rollout_event(run_id: int, *, step: int, groups: list[dict]) -> dict:
+    return {"type": ROLLOUT, "run": run_id, "step": step, "groups": groups}
+
+
+def heldout_event(run_id: int, *, heldout: dict) -> dict:
+    """heldout: {"before": {...}, "after": {...}}, each {"step", "n", "k", "pass1", "pass1_low", "pass1_high",
+    "passk"}; either may be missing while the run has not reached it."""
+    return {"type": HELDOUT, "run": run_id, "heldout": heldout}

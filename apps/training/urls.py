@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.training import sweep_views, views
+from apps.training import grpo_views, sweep_views, views
 
 app_name = "training"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     path("runs/<int:run_id>/metrics.json", views.metrics, name="metrics"),
     path("runs/<int:run_id>/cancel/", views.cancel, name="cancel"),
     path("runs/<int:run_id>/resume/", views.resume, name="resume"),
+    path("grpo/new/", grpo_views.grpo_new, name="grpo_new"),
+    path("grpo/estimate/", grpo_views.grpo_estimate, name="grpo_estimate"),
+    path("runs/<int:run_id>/rollouts/", grpo_views.rollouts, name="rollouts"),
     path("checkpoints/<int:checkpoint_id>/fork/", views.fork, name="fork"),
     path("sweeps/new/", sweep_views.sweep_new, name="sweep_new"),
     path("sweeps/preview/", sweep_views.sweep_preview, name="sweep_preview"),

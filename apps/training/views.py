@@ -62,6 +62,10 @@ def estimate(request):
 def run(request, run_id: int):
     run = _visible_run(request, run_id)
     context = _run_context(request, run)
+    if run.kind == run.Kind.GRPO:
+        from apps.training.grpo_views import run_grpo
+
+        return run_grpo(request, run, context)
     context["history"] = selectors.run_history(run=run)
     context["chart"] = selectors.run_chart_config(run=run)
     return render(request, "training/run.html", context)

@@ -20,4 +20,5 @@ TORCH_FREE = (
     "workers.gpt.formats.safetensors",
     "workers.gpt.formats.llmlab",
     "workers.gpt.scaling",
+    "workers.gpt.grpo_config",
 )

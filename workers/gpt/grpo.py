@@ -44,6 +44,22 @@ class GRPOState:
     stop_reason: str | None = None  # why, in a sentence for the UI (None: should_stop() or ran to the end)
     flat_run: int = 0  # consecutive steps in which every group's rewards were all equal
     history: list[dict] = field(default_factory=list)  # every on_step report
+    # where the loop is in its seeded streams, so a resumed run samples what an uninterrupted one would have
+    order_rng: random.Random | None = None  # shuffles the problems, once per epoch
+    sample_gen: torch.Generator | None = None  # generate_batch's sampling
+    queue: list[int] = field(default_factory=list)  # indices of this epoch's problems not yet drawn
+
+    def state_dict(self) -> dict:
+        """Everything but the policy's weights (the caller saves those with its checkpoint) that a resumed grpo()
+        needs to continue exactly as if it had never stopped: the optimizer, the RNG streams, the epoch's queue."""
+        return {"step": self.step, "flat_run": self.flat_run, "optimizer": self.optimizer.state_dict(),
+                "order_rng": _rng_state(self.order_rng), "sample_gen": self.sample_gen.get_state().tolist(),
+                "queue": list(self.queue)}
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
 
 
 @dataclass
@@ -61,7 +77,7 @@ class Rollout:
 
 def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *, encode_prompt, decode,
          stop_ids=(), reference: torch.nn.Module | None = None, reward_fn=None, on_step=None, on_group=None,
-         should_stop=None) -> GRPOState:
+         should_stop=None, on_state=None, resume: dict | None = None) -> GRPOState:
     """Train `policy` with GRPO on `problems` and return the final GRPOState.
 
     encode_prompt(problem) -> token ids the model answers (the caller applies the chat template)
@@ -75,6 +91,9 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
     on_group(report) for every group of every step: {"step", "prompt", "answer", "samples": [{"text", "reward",
                      "correct", "length", "truncated"}]}
     should_stop()    checked before every step; True ends the run with state.stopped set
+    on_state(state)  after every step's reports: the caller may checkpoint (policy weights + state.state_dict())
+    resume           a GRPOState.state_dict() from a checkpoint of the same run, with the policy's weights already
+                     loaded: the loop continues from that step as if it had never stopped
     """
     config.validate()
     if not problems:
@@ -106,10 +125,19 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
             reference, ref_context = policy, policy.disable_adapter  # the base weights under the adapters
         else:
             reference = copy.deepcopy(policy).requires_grad_(False)
-    state = GRPOState(policy, optimizer, cfg)
-    order_rng = random.Random(cfg.seed)
-    sample_gen = torch.Generator().manual_seed(cfg.seed)
-    queue: list[Problem] = []
+    state = GRPOState(policy, optimizer, cfg, order_rng=random.Random(cfg.seed),
+                      sample_gen=torch.Generator().manual_seed(cfg.seed))
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        version, internal, gauss = resume["order_rng"]
+        state.order_rng.setstate((version, tuple(internal), gauss))
+        state.sample_gen.set_state(torch.tensor(resume["sample_gen"], dtype=torch.uint8))
+        state.step, state.flat_run = int(resume["step"]), int(resume["flat_run"])
+        state.queue = [int(i) for i in resume["queue"]]
+        if any(not 0 <= i < len(problems) for i in state.queue):
+            raise ValueError("the checkpoint's problem queue does not fit these problems: resume with the run's own "
+                             "task set, or start a new run")
+    order_rng, sample_gen, queue = state.order_rng, state.sample_gen, state.queue
     # dropout off throughout (TRL's disable_dropout): with it on, the ratio would not be 1 on the first update
     was_training = policy.training
     policy.eval()
@@ -128,9 +156,9 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
             batch = []
             while len(batch) < cfg.prompts_per_step:
                 if not queue:
-                    queue = list(problems)
+                    queue.extend(range(len(problems)))
                     order_rng.shuffle(queue)  # every problem once per epoch, in a seeded order
-                batch.append(queue.pop())
+                batch.append(problems[queue.pop()])
             per_micro = cfg.prompts_per_step // cfg.grad_accum
             rollouts, samples, sample_s, sample_tokens = [], [], 0.0, 0
             for m in range(cfg.grad_accum):
@@ -223,6 +251,8 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
                         for _, text, res, n, cut in g]})
             if on_step is not None:
                 on_step(report)
+            if on_state is not None:
+                on_state(state)
             if cfg.flat_steps and state.flat_run >= cfg.flat_steps:
                 value = group_rewards[0, 0].item() if bool((group_rewards == group_rewards[0, 0]).all()) else None
                 which = f" (every answer scored {value:g})" if value is not None else ""

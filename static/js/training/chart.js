@@ -7,11 +7,11 @@ const css = (name, fallback) =>
 
 export const PALETTE = ["#3a5bd9", "#e8710a", "#1f8a4c", "#b3261e", "#8e44ad", "#0097a7", "#c2185b", "#7a6a00"];
 
-function theme() {
+export function theme() {
   return { ink: css("--muted", "#646b76"), grid: css("--line", "#e2e2dc"), accent: css("--accent", "#3a5bd9") };
 }
 
-function axis(t, extra = {}) {
+export function axis(t, extra = {}) {
   return { stroke: t.ink, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1 }, ...extra };
 }
 

@@ -1,0 +1,187 @@
+"""GRPO runs (reinforcement learning with verifiable rewards) as the training app sees them: create one from a
+registry model and a task set, estimate its time per step on each train worker, and read its rollouts.
+
+A GRPO run is an ordinary Run (kind "grpo": same queue, lease, cancel and resume) whose base_model is the registry
+model it starts from and whose corpus is a task set. train_config holds {"max_steps", "grpo": GRPOConfig.to_dict(),
+"lora", "lora_r", "pass_k", "n_eval"}; model_config is the base model's GPTConfig. workers/reinforce.py trains it.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from apps.system.devices import device_key
+from apps.training import services
+from apps.training.models import Rollout, Run
+from apps.training.services import TrainingError
+from workers.gpt.config import ConfigError, GPTConfig, flops_per_token
+from workers.gpt.grpo_config import GRPOConfig
+
+ROLLOUT_STEPS_KEPT = 20  # the sampled groups of this many recent steps are kept for the dashboard
+PASS_K = 4  # pass@k on the held-out split before and after
+N_EVAL = 100  # held-out problems evaluated before and after (the first ones of the split)
+# a rough guess at generation speed where no GRPO run has measured it yet: decoding one token at a time is bound by
+# memory bandwidth, not FLOPs, so a small fraction of peak; labelled as a guess wherever it is shown
+GUESS_DECODE_MFU = {"cpu": 0.02, "cuda": 0.01, "mps": 0.01}
+TRAIN_MFU_GUESS = {"cpu": 0.3, "cuda": 0.15, "mps": 0.15}
+
+
+def grpo_check_base_model(*, model, user):
+    """The registry model a user may start GRPO from: published ones, and their own drafts. Refuses another
+    user's private model (and archived ones) with why."""
+    from apps.registry.models import Model
+
+    if model is None:
+        raise TrainingError(_("Choose a model to start from."), field="base_model")
+    if not model.__class__.objects.usable_by(user).filter(pk=model.pk).exists():
+        if model.status == Model.Status.ARCHIVED:
+            raise TrainingError(_("%(name)s is archived: choose a published model or one of yours.")
+                                % {"name": model.name}, field="base_model")
+        raise TrainingError(_("%(name)s is another user's private model: you may start from published models and "
+                              "your own.") % {"name": model.name}, field="base_model")
+    return model
+
+
+def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool = True, lora_r: int = 8,
+                    name: str = "", pass_k: int = PASS_K, n_eval: int = N_EVAL, enqueue: bool = True) -> Run:
+    """A queued GRPO run. Checks (ConfigError / TrainingError name the field): the base model is the user's to use,
+    the corpus is a task set with train problems, the GRPO settings are valid (G >= 2 with why)."""
+    from apps.corpora.models import Corpus
+
+    grpo_check_base_model(model=base_model, user=owner)
+    if corpus is None or corpus.kind != Corpus.Kind.TASKS:
+        raise TrainingError(_("Choose a task set (a data set of kind tasks): GRPO needs problems with a checker."),
+                            field="corpus")
+    if not corpus.__class__.objects.visible_to(owner).filter(pk=corpus.pk).exists():
+        raise TrainingError(_("That task set is another user's."), field="corpus")
+    task = corpus.stats.get("task", {})
+    if not task.get("n_train"):
+        raise TrainingError(_("%(name)s has no train problems: generate or upload some.") % {"name": corpus.name},
+                            field="corpus")
+    cfg = GRPOConfig.from_dict(dict(grpo_config))
+    cfg.validate()
+    model_cfg = GPTConfig.from_dict(dict(base_model.config))
+    if cfg.max_new_tokens >= model_cfg.block_size:
+        raise ConfigError("max_new_tokens", _("max_new_tokens (%(n)s) must be below the model's context "
+                                              "(block_size %(b)s), which also holds the prompt")
+                          % {"n": cfg.max_new_tokens, "b": model_cfg.block_size})
+    if lora and not 1 <= lora_r <= 256:
+        raise ConfigError("lora_r", _("lora_r (%(r)s) must be from 1 to 256, e.g. 8") % {"r": lora_r})
+    if not 1 <= pass_k <= 64:
+        raise ConfigError("pass_k", _("pass_k (%(k)s) must be from 1 to 64") % {"k": pass_k})
+    train_config = {"max_steps": cfg.steps, "grpo": cfg.to_dict(), "lora": bool(lora), "lora_r": int(lora_r),
+                    "pass_k": int(pass_k), "n_eval": min(int(n_eval), int(task.get("n_heldout") or 0))}
+    data = {"corpus": corpus.name, "tokenizer": base_model.tokenizer.name if base_model.tokenizer else "",
+            "base_model": base_model.name, "task": task}
+    with transaction.atomic():
+        run = Run.objects.create(
+            owner=owner, name=(name.strip() or f"{base_model.name} · GRPO on {corpus.name}")[:100],
+            kind=Run.Kind.GRPO, base_model=base_model, corpus=corpus, tokenizer=base_model.tokenizer, data=data,
+            model_config=model_cfg.to_dict(), train_config=train_config, queued=timezone.now())
+        services.note(run, _("Queued: GRPO from %(model)s on %(corpus)s, G=%(g)s, %(steps)s steps.")
+                      % {"model": base_model.name, "corpus": corpus.name, "g": cfg.group_size, "steps": cfg.steps})
+        if enqueue:
+            services.enqueue_on_commit(run.pk)
+    return run
+
+
+def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens: int, workers: list[dict],
+                  base_model_id: int | None = None) -> list[dict]:
+    """Seconds per GRPO step on each live train worker: sampling (prompts x G x max_new_tokens tokens, one at a
+    time) plus the update (a forward and backward over the same tokens, and a reference forward when beta > 0).
+    Sampling speed is the one a GRPO run of this model measured on that kind of device, else a rough guess."""
+    # attention's FLOPs grow with the context actually used (prompt + answer), not with the model's block_size
+    used = min(int(model_config["block_size"]), prompt_tokens + grpo_config.max_new_tokens)
+    cfg = GPTConfig.from_dict(dict(model_config) | {"block_size": used})
+    rows = grpo_config.prompts_per_step * grpo_config.group_size
+    gen_tokens = rows * grpo_config.max_new_tokens
+    seq_tokens = rows * (prompt_tokens + grpo_config.max_new_tokens)
+    fpt = flops_per_token(cfg)  # forward + backward, per token (6N-ish)
+    update_flops = fpt * seq_tokens * grpo_config.num_iterations + (fpt / 3 * seq_tokens if grpo_config.beta else 0)
+    measured = _measured_sampling(base_model_id)
+    out = []
+    for w in workers:
+        device = w.get("device") or {}
+        kind = device.get("kind", "cpu")
+        peak = getattr(w.get("profile"), "peak_flops", None)
+        tps = measured.get(device_key(device))
+        sample_s = gen_tokens / tps if tps else (gen_tokens * fpt / 3 / (peak * GUESS_DECODE_MFU.get(kind, 0.02))
+                                                  if peak else None)
+        train_s = update_flops / (peak * TRAIN_MFU_GUESS.get(kind, 0.2)) if peak else None
+        seconds = sample_s + train_s if sample_s is not None and train_s is not None else None
+        out.append({"name": w["name"], "device": device, "seconds_per_step": seconds,
+                    "seconds": seconds * grpo_config.steps if seconds is not None else None,
+                    "sampling_tokens_per_s": tps, "measured": tps is not None})
+    return out
+
+
+def _measured_sampling(base_model_id: int | None) -> dict[str, float]:
+    """{device key: sampling tokens/s} from the latest GRPO runs of this model that reported it."""
+    if base_model_id is None:
+        return {}
+    found = {}
+    for run in Run.objects.filter(kind=Run.Kind.GRPO, base_model_id=base_model_id, step__gt=0).order_by("-updated")[:20]:
+        tps = (run.latest or {}).get("sample_tokens_per_s")
+        key = device_key(run.device or {}) if run.device else None
+        if tps and key and key not in found:
+            found[key] = float(tps)
+    return found
+
+
+def rollout_list(*, run: Run, steps: int = 5) -> list[Rollout]:
+    """The sampled groups of the run's most recent steps, newest first."""
+    return list(run.rollouts.order_by("-step")[:steps])
+
+
+def grpo_history(*, run: Run) -> dict:
+    """What the run page draws for a GRPO run: per-step extras and the before/after held-out evaluation."""
+    rows = [[m.step, m.loss, m.extra] for m in run.metrics.order_by("step")]
+    return {"steps": rows, "evaluation": (run.latest or {}).get("heldout", {})}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what the worker's glue reports (workers/reinforce.py), under the run's lease
+
+
+def rollout_record(*, run_id: int, token: str, rollouts: list[tuple[int, list[dict]]],
+                   keep: int = ROLLOUT_STEPS_KEPT) -> bool:
+    """Write the sampled groups of some steps (upserted by (run, step)), drop all but the newest `keep` steps, then
+    publish each. False when this worker no longer holds the run."""
+    from apps.system.realtime import publish
+    from apps.training import realtime
+
+    if not rollouts:
+        return True
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run_id, lease_token=token).exists():
+            return False
+        for step, groups in rollouts:
+            Rollout.objects.update_or_create(run_id=run_id, step=step, defaults={"groups": groups})
+        kept = list(Rollout.objects.filter(run_id=run_id).order_by("-step").values_list("step", flat=True)[:keep])
+        Rollout.objects.filter(run_id=run_id).exclude(step__in=kept).delete()
+    for step, groups in rollouts:
+        publish(realtime.run_group(run_id), realtime.rollout_event(run_id, step=step, groups=groups))
+    return True
+
+
+def heldout_record(*, run_id: int, token: str, which: str, result: dict) -> bool:
+    """Record the held-out evaluation `which` ("before" | "after") in run.latest["heldout"] and the timeline."""
+    from apps.system.realtime import publish
+    from apps.training import realtime
+
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).first()
+        if run is None:
+            return False
+        heldout = dict((run.latest or {}).get("heldout") or {}) | {which: result}
+        Run.objects.filter(pk=run_id).update(latest={**(run.latest or {}), "heldout": heldout})
+        services.note(run, _("Held-out %(which)s (step %(step)s): pass@1 %(p1).1f %% (95 %% interval %(lo).1f–"
+                             "%(hi).1f), pass@%(k)s %(pk).1f %% on %(n)s problems.")
+                      % {"which": _("before") if which == "before" else _("after"), "step": result["step"],
+                         "p1": 100 * result["pass1"], "lo": 100 * result["pass1_low"],
+                         "hi": 100 * result["pass1_high"], "k": result["k"], "pk": 100 * result["passk"],
+                         "n": result["n"]}, step=result["step"])
+    publish(realtime.run_group(run_id), realtime.heldout_event(run_id, heldout=heldout))
+    return True

@@ -1,0 +1,133 @@
+"""GRPO runs from the browser: the service's checks (G = 1, another user's model, a data set that is not a task set),
+the form and its estimate, the run page's GRPO panels."""
+
+import pytest
+
+from apps.training import grpo as grpo_app
+from apps.training.models import Metric, Rollout, Run
+from apps.training.services import TrainingError
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.grpo_fixtures import *  # noqa: F401,F403
+from tests.grpo_fixtures import tiny_registry_model
+from workers.gpt.config import ConfigError
+
+pytestmark = pytest.mark.django_db
+
+SETTINGS = dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=8)
+
+
+@pytest.fixture(autouse=True)
+def _no_enqueue(monkeypatch):
+    from apps.training import services
+
+    queued = []
+    monkeypatch.setattr(services, "enqueue_on_commit", queued.append)
+    return queued
+
+
+def form_data(model, corpus, **changes):
+    return {"base_model": model.pk, "corpus": corpus.pk, "group_size": 4, "steps": 3, "learning_rate": 1e-5,
+            "beta": 0, "max_new_tokens": 8, "temperature": 1.0, "prompts_per_step": 2, "lora": "on"} | changes
+
+
+def test_it_creates_a_queued_grpo_run_from_a_model_and_a_task_set(user, tiny_model, arithmetic_set, _no_enqueue):
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
+    assert run.kind == Run.Kind.GRPO and run.base_model == tiny_model and run.corpus == arithmetic_set
+    assert run.status == Run.Status.QUEUED and run.max_steps == 3 and run.train_config["grpo"]["group_size"] == 4
+    assert _no_enqueue == [run.pk]
+
+
+def test_a_group_of_one_is_refused_with_why(user, tiny_model, arithmetic_set):
+    with pytest.raises(ConfigError, match="nothing to compare") as e:
+        grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set,
+                                 grpo_config=SETTINGS | {"group_size": 1})
+    assert e.value.field == "group_size" and not Run.objects.exists()
+
+
+def test_it_refuses_another_users_private_model(user, other_user, arithmetic_set):
+    theirs = tiny_registry_model(owner=other_user, name="their-draft", status="draft")
+    with pytest.raises(TrainingError, match="another user's private model") as e:
+        grpo_app.grpo_run_create(owner=user, base_model=theirs, corpus=arithmetic_set, grpo_config=SETTINGS)
+    assert e.value.field == "base_model" and not Run.objects.exists()
+
+
+def test_it_refuses_a_text_corpus(user, tiny_model, tiny_corpus):
+    with pytest.raises(TrainingError, match="task set"):
+        grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=tiny_corpus, grpo_config=SETTINGS)
+
+
+def test_max_new_tokens_must_leave_room_in_the_context(user, tiny_model, arithmetic_set):
+    with pytest.raises(ConfigError, match="block_size 256"):
+        grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set,
+                                 grpo_config=SETTINGS | {"max_new_tokens": 300})
+
+
+def test_the_form_starts_a_run_and_shows_its_dashboard(client, user, tiny_model, arithmetic_set):
+    client.force_login(user)
+    r = client.post("/training/grpo/new/", form_data(tiny_model, arithmetic_set))
+    run = Run.objects.get()
+    assert r.status_code == 302 and r.url == f"/training/runs/{run.pk}/"
+    page = client.get(r.url).content.decode()
+    for panel in ("reward-chart", "std-chart", "length-chart", "kl-chart", "entropy-chart", "grpo-rollouts",
+                  "grpo-heldout"):
+        assert f'id="{panel}"' in page, panel
+
+
+def test_the_form_says_why_g_of_one_is_refused(client, user, tiny_model, arithmetic_set):
+    client.force_login(user)
+    r = client.post("/training/grpo/new/", form_data(tiny_model, arithmetic_set, group_size=1))
+    assert r.status_code == 400 and "nothing to compare with" in r.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_the_form_names_another_users_model(client, user, other_user, arithmetic_set):
+    theirs = tiny_registry_model(owner=other_user, name="their-draft", status="draft")
+    client.force_login(user)
+    r = client.post("/training/grpo/new/", form_data(theirs, arithmetic_set))
+    assert r.status_code == 400 and "another user&#x27;s private model" in r.content.decode()
+
+
+def test_the_estimate_is_a_labelled_guess_until_a_run_measured_sampling(user, tiny_model, arithmetic_set):
+    from types import SimpleNamespace
+
+    from workers.gpt.grpo_config import GRPOConfig
+
+    worker = {"name": "train@box", "device": {"kind": "cpu", "name": "CPU", "cores": 2},
+              "profile": SimpleNamespace(peak_flops=1e11, mfu=None, runs=0)}
+    cfg = GRPOConfig(**SETTINGS)
+    [guess] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
+                                     workers=[worker], base_model_id=tiny_model.pk)
+    assert not guess["measured"] and guess["seconds_per_step"] > 0
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
+    Run.objects.filter(pk=run.pk).update(step=1, device=worker["device"], latest={"sample_tokens_per_s": 400.0})
+    [measured] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
+                                        workers=[worker], base_model_id=tiny_model.pk)
+    assert measured["measured"] and measured["sampling_tokens_per_s"] == 400.0
+
+
+def test_the_rollouts_panel_shows_right_answers_green_and_wrong_red(client, user, tiny_model, arithmetic_set):
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
+    Rollout.objects.create(run=run, step=1, groups=[{"prompt": "What is 2 + 2?", "answer": "4", "samples": [
+        {"text": "<answer>4</answer>", "reward": 1.0, "correct": True, "length": 5, "truncated": False},
+        {"text": "5", "reward": 0.0, "correct": False, "length": 1, "truncated": True}]}])
+    client.force_login(user)
+    html = client.get(f"/training/runs/{run.pk}/rollouts/").content.decode()
+    assert html.count('class="right"') == 1 and html.count('class="wrong"') == 1 and "cut at the context" in html
+
+
+def test_rollouts_keep_only_the_recent_steps(user, tiny_model, arithmetic_set):
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
+    Run.objects.filter(pk=run.pk).update(lease_token="t")
+    for step in range(1, 8):
+        assert grpo_app.rollout_record(run_id=run.pk, token="t", rollouts=[(step, [])], keep=3)
+    assert list(Rollout.objects.filter(run=run).values_list("step", flat=True)) == [5, 6, 7]
+    assert not grpo_app.rollout_record(run_id=run.pk, token="other", rollouts=[(8, [])])
+
+
+def test_the_metrics_json_carries_the_grpo_extras(client, user, tiny_model, arithmetic_set):
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
+    Metric.objects.create(run=run, step=1, loss=0.1, lr=1e-5, grad_norm=1, ms=10, tokens_per_s=5, elapsed=1,
+                          extra={"reward": 0.5, "accuracy": 0.25})
+    client.force_login(user)
+    data = client.get(f"/training/runs/{run.pk}/metrics.json").json()
+    assert data["step_fields"][-1] == "extra" and data["steps"][0][-1] == {"reward": 0.5, "accuracy": 0.25}

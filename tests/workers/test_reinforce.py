@@ -1,0 +1,139 @@
+"""The GRPO glue (workers/reinforce.py), run in this process on a tiny character model: a run row in; per-step
+metrics with the GRPO extras, the sampled groups, held-out pass@1 before and after, checkpoints, and the result
+registered as <base>-grpo out — and the guards: flat rewards stop the run with the library's words, a NaN reward
+fails it, answers cut at the context are counted; cancel and resume continue from the last checkpoint."""
+
+import pytest
+import torch
+
+from apps.registry.models import Model
+from apps.training import grpo as grpo_app
+from apps.training.models import Checkpoint, Metric, Rollout, Run
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.grpo_fixtures import *  # noqa: F401,F403
+from tests.grpo_fixtures import tiny_registry_model
+from workers import reinforce
+from workers import training as glue
+from workers.gpt.tasks import CheckResult
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST = dict(steps=4, prompts_per_step=2, group_size=3, max_new_tokens=4, learning_rate=1e-3, flat_steps=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(no_enqueue_runs):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_enqueue_runs(monkeypatch):
+    from workers import tasks
+
+    class Result:
+        id = "test-task-id"
+
+    monkeypatch.setattr(tasks.run_train, "delay", lambda *args: Result())
+
+
+def make(user, model, corpus, **changes):
+    return grpo_app.grpo_run_create(owner=user, base_model=model, corpus=corpus, grpo_config=FAST | changes,
+                                    lora=False, enqueue=False)
+
+
+def train(run, **kwargs) -> str:
+    return glue.train_run(run.pk, worker="train@test", **kwargs)
+
+
+def test_a_grpo_run_records_its_steps_groups_heldout_and_registers_the_result(user, tiny_model, arithmetic_set):
+    run = make(user, tiny_model, arithmetic_set, flat_steps=0)
+    assert train(run) == "succeeded"
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED and run.step == 4
+    metrics = list(Metric.objects.filter(run=run).order_by("step"))
+    assert [m.step for m in metrics] == [1, 2, 3, 4]
+    for key in ("reward", "accuracy", "reward_std", "response_len", "entropy", "truncated"):
+        assert metrics[-1].extra[key] is not None, key
+    groups = Rollout.objects.get(run=run, step=4).groups
+    assert len(groups) == 2 and len(groups[0]["samples"]) == 3 and "reward" in groups[0]["samples"][0]
+    heldout = run.latest["heldout"]
+    assert heldout["before"]["step"] == 0 and heldout["after"]["step"] == 4 and heldout["after"]["n"] == 8
+    assert 0 <= heldout["after"]["pass1_low"] <= heldout["after"]["pass1"] <= heldout["after"]["pass1_high"] <= 1
+    made = Model.objects.get(run=run)
+    assert made.name == "tiny-chat-grpo" and made.base == tiny_model and made.owner == user
+    assert made.stop_ids == tiny_model.stop_ids and made.lineage["corpus"] == "Sums"
+    assert made.file.exists() and "registered as tiny-chat-grpo" in run.reason
+
+
+def test_lora_is_merged_into_the_registered_weights(user, tiny_model, arithmetic_set):
+    pytest.importorskip("peft")
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set,
+                                   grpo_config=FAST | {"steps": 2, "beta": 0.04}, lora=True, lora_r=2, enqueue=False)
+    assert train(run) == "succeeded"
+    from workers.gpt.checkpoint import load_checkpoint
+
+    keys = load_checkpoint(Model.objects.get(run=run).file, with_optimizer=False).model_state.keys()
+    assert not [k for k in keys if "lora" in k]
+    assert Metric.objects.filter(run=run).last().extra["kl"] is not None
+
+
+def test_a_task_the_model_never_solves_is_stopped_with_the_librarys_message(user, tiny_model, arithmetic_set):
+    run = make(user, tiny_model, arithmetic_set, steps=50, flat_steps=2)
+    assert train(run) == "stopped: flat rewards"
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED and run.step == 2
+    assert "every answer scored 0" in run.reason and "nothing was being learned" in run.reason
+
+
+def test_a_nan_reward_fails_the_run_with_its_message(user, tiny_model, arithmetic_set, monkeypatch):
+    monkeypatch.setattr(reinforce, "check", lambda *a, **k: CheckResult(float("nan"), False, None, False, "?"))
+    run = make(user, tiny_model, arithmetic_set)
+    run.train_config = run.train_config | {"n_eval": 0}
+    run.save()
+    assert train(run) == "failed"
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED and "is nan: a reward must be a finite number" in run.reason
+
+
+def test_answers_longer_than_the_context_are_cut_and_counted(user, arithmetic_set):
+    from apps.corpora.tasksets import taskset_problems
+
+    longest = max(len(p.prompt) for p in taskset_problems(corpus=arithmetic_set, split="train")) + 1
+    model = tiny_registry_model(owner=user, name="short", block_size=longest + 2)
+    run = make(user, model, arithmetic_set, max_new_tokens=1, steps=1)
+    run.train_config = run.train_config | {"n_eval": 0, "grpo": run.train_config["grpo"] | {"max_new_tokens": 64}}
+    run.save()
+    assert train(run) == "succeeded"
+    extra = Metric.objects.get(run=run, step=1).extra
+    assert extra["truncated"] > 0 and extra["response_len"] <= 2
+
+
+def test_a_cancelled_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(user, tiny_model,
+                                                                                            arithmetic_set):
+    whole = make(user, tiny_model, arithmetic_set, steps=4)
+    assert train(whole) == "succeeded"
+    resumed = make(user, tiny_model, arithmetic_set, steps=4)
+    stop = __import__("threading").Event()
+    real = reinforce.ReinforceJob.on_grpo_step
+
+    def stop_after_2(self, r):
+        real(self, r)
+        if r["step"] == 2:
+            stop.set()
+
+    reinforce.ReinforceJob.on_grpo_step = stop_after_2
+    try:
+        assert train(resumed, stop=stop) == "cancelled"
+    finally:
+        reinforce.ReinforceJob.on_grpo_step = real
+    resumed.refresh_from_db()
+    assert resumed.step == 2 and Checkpoint.objects.filter(run=resumed, step=2).exists()
+    Run.objects.filter(pk=resumed.pk).update(status=Run.Status.QUEUED)
+    assert train(resumed) == "succeeded"
+    a = list(Metric.objects.filter(run=whole).order_by("step").values_list("extra", flat=True))
+    b = list(Metric.objects.filter(run=resumed).order_by("step").values_list("extra", flat=True))
+    assert [x["reward"] for x in a] == [x["reward"] for x in b]
+    assert [x["response_len"] for x in a] == [x["response_len"] for x in b]

@@ -1,0 +1,344 @@
+"""The glue between a GRPO Run row (kind "grpo") and the GRPO loop (workers.gpt.grpo): a registry model and a task set
+in; checkpoints, per-step metrics, the sampled groups and the before/after held-out accuracy out; the result
+registered as `<base>-grpo`.
+
+It runs under the same job machinery as pretraining (workers/training.py's TrainingJob, which it extends): the same
+lease and Supervisor (cancel heard at once), the same Recorder (metrics written off the loop's thread), the same
+checkpoint rotation, and resume from the last checkpoint, which holds the policy's weights, the AdamW state and the
+loop's position in its seeded streams (GRPOState.state_dict()), so a resumed run continues as if never stopped.
+
+What it guarantees, beyond TrainingJob's:
+- the prompt is what the model sees in chat: the base model's chat template with the problem as the user's turn
+  (or the bare prompt for a model without one); answers end at the model's stop ids;
+- the library's guards reach the UI: a run whose rewards stay flat ends (cancelled-like, "stopped") with the
+  library's sentence as the run's reason; a NaN reward fails the run with its message; the answers cut at the
+  context are counted in every step's metrics;
+- held-out pass@1 (greedy, with its 95 % Wilson interval) and pass@k (k samples at the run's temperature) are
+  measured before the first step and after the last, on the same problems, and recorded on the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+
+import torch
+
+from apps.system import files
+from apps.training import grpo as grpo_app
+from apps.training import lease
+from apps.training.models import Run, RunEvent
+from workers.gpt import checkpoint as ckpt_lib
+from workers.gpt.config import GPTConfig
+from workers.gpt.evaluate import wilson_interval
+from workers.gpt.generate import generate_batch
+from workers.gpt.grpo import grpo
+from workers.gpt.grpo_config import GRPOConfig
+from workers.gpt.tasks import check
+from workers.gpt.train import resolve_device
+from workers.training import TrainingJob, finite
+from workers.training_threads import Recorder
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 32  # held-out prompts generated at once
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "c_gate")  # every Linear but lm_head (often tied to the embedding)
+KEEP_CHECKPOINTS = 2
+CHECKPOINT_EVERY = 10  # steps
+
+
+class RolloutRecorder(Recorder):
+    """The Recorder, plus the sampled groups of each step (written after the steps they belong to)."""
+
+    def __init__(self, run_id: int, token: str):
+        super().__init__(run_id, token)
+        self.rollouts: list[tuple[int, list[dict]]] = []
+
+    def add_rollout(self, step: int, groups: list[dict]) -> None:
+        with self.lock:
+            self.rollouts.append((step, groups))
+
+    def flush(self) -> None:
+        super().flush()
+        with self.lock:
+            rollouts, self.rollouts = self.rollouts, []
+        try:
+            if not grpo_app.rollout_record(run_id=self.run_id, token=self.token, rollouts=rollouts):
+                self.lost.set()
+        except Exception:
+            log.warning("run %s: could not record rollouts; trying again", self.run_id, exc_info=True)
+            with self.lock:
+                self.rollouts[:0] = rollouts
+
+
+class ReinforceJob(TrainingJob):
+    def __init__(self, run: Run, device_info: dict, *, echo=None, stop=None):
+        super().__init__(run, device_info, echo=echo, stop=stop)
+        self.recorder = RolloutRecorder(run.pk, self.token)
+        self.heldout: dict = dict((run.latest or {}).get("heldout") or {})
+        self.groups: list[dict] = []  # the current step's groups, as on_group reports them
+
+    def execute(self) -> str:
+        self.supervisor.start()
+        try:
+            return self.reinforce()
+        except ValueError as exc:  # ConfigError, a NaN reward, a prompt with no room: words for the user
+            self.recorder.close()
+            self.fail(str(exc))
+            return "failed"
+        except Exception as exc:
+            log.exception("run %s failed", self.run.pk)
+            self.recorder.close()
+            self.fail(f"{type(exc).__name__}: {exc}")
+            return "failed"
+        finally:
+            self.recorder.close()
+            self.supervisor.close()
+
+    # -- setting up -------------------------------------------------------------------------------------------------
+
+    def reinforce(self) -> str:
+        from apps.corpora.tasksets import taskset_problems
+        from apps.tokenization.selectors import tokenizer_from_spec
+        from workers.gpt.sft import apply_lora, lora_target_names
+
+        run, tc = self.run, self.run.train_config
+        base = run.base_model
+        if base is None or run.corpus is None:
+            raise ValueError("the run's base model or task set was deleted: start a new run")
+        cfg = GRPOConfig.from_dict(dict(tc["grpo"]))
+        cfg.validate()
+        device = resolve_device("auto")
+        model = ckpt_lib.load_model(base.file, device)
+        self.tokenizer = tokenizer_from_spec(spec=base.tokenizer_spec)
+        self.stop_ids = list(base.stop_ids or [])
+        self.template = base.chat_template or ""
+        train_problems = taskset_problems(corpus=run.corpus, split="train")
+        self.held_out = taskset_problems(corpus=run.corpus, split="held_out")[:tc.get("n_eval", 0)]
+        reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta > 0 else None
+        if tc.get("lora"):
+            targets = [t for t in LORA_TARGETS if t in lora_target_names(model)]
+            apply_lora(model, target_modules=targets, r=tc.get("lora_r", 8), alpha=2 * tc.get("lora_r", 8))
+        self.model, self.cfg, self.device = model, cfg, device
+        resume = self.grpo_resume_point()
+        from_step = resume["step"] if resume else 0
+        if not lease.run_start(run_id=run.pk, token=self.token, from_step=from_step, resumed=resume is not None):
+            return "lost"
+        self.run.refresh_from_db()
+        self.max_steps = cfg.steps
+        self.elapsed_base = self.run.elapsed_seconds
+        self.started = time.monotonic()
+        self.recorder.start()
+        if self.held_out and "before" not in self.heldout and from_step == 0:
+            self.evaluate("before", 0)
+        state = grpo(model, train_problems, cfg, encode_prompt=self.encode_prompt, decode=self.decode,
+                     stop_ids=self.stop_ids, reference=reference, reward_fn=self.reward, on_step=self.on_grpo_step,
+                     on_group=self.groups.append, on_state=self.on_state, should_stop=self.should_stop,
+                     resume=resume)
+        return self.grpo_finish(state)
+
+    def encode_prompt(self, problem) -> list[int]:
+        tok = self.tokenizer
+        if not self.template:
+            return tok.encode(problem.prompt + "\n")
+        from workers.gpt.chat import render_chat
+
+        specials = {i: s for s, i in tok.special_tokens.items()}
+        text = render_chat(self.template, [{"role": "user", "content": problem.prompt}], add_generation_prompt=True,
+                           bos_token=specials.get(getattr(tok, "bos_id", None), ""),
+                           eos_token=specials.get(getattr(tok, "eos_id", None), ""))
+        return tok.encode(text, allow_special=True)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([i for i in ids if i not in self.stop_ids])
+
+    def reward(self, problem, text):
+        return check(problem, text, format_reward=self.cfg.format_reward)
+
+    def grpo_resume_point(self) -> dict | None:
+        """The latest checkpoint's weights loaded into the policy, and its GRPO state; None to start fresh."""
+        found = []
+        for path in ckpt_lib.list_checkpoints(self.directory):
+            try:
+                meta = json.loads(path.with_suffix(".json").read_text())
+            except (OSError, ValueError):
+                continue
+            found.append((meta["step"], files.artifact_relative(path), {}))
+        lease.run_sync_checkpoints(run=self.run, found=found)
+        if not found:
+            lease.run_rewind(run_id=self.run.pk, token=self.token, step=0)
+            return None
+        ckpt = ckpt_lib.load_checkpoint(files.artifact_path(found[-1][1]), self.device)
+        self.model.load_state_dict(ckpt.model_state)
+        state = dict(ckpt.extra["grpo_state"]) | {"optimizer": ckpt.optimizer_state}
+        lease.run_rewind(run_id=self.run.pk, token=self.token, step=ckpt.step)
+        self.last_checkpoint_step = ckpt.step
+        return state
+
+    # -- callbacks from the loop ------------------------------------------------------------------------------------
+
+    def on_grpo_step(self, r: dict) -> None:
+        now = time.monotonic()
+        step = r["step"]
+        elapsed = self.elapsed(now)
+        self.window.append((step, now))
+        extra = {"reward": finite(r["reward_mean"]), "accuracy": finite(r["accuracy"]),
+                 "reward_std": finite(r["reward_std"]), "response_len": finite(r["response_length"]),
+                 "kl": finite(r["kl"]), "entropy": finite(r["entropy"]), "truncated": r["truncated"],
+                 "clip_ratio": finite(r["clip_ratio"]), "flat_groups": r["flat_groups"]}
+        tps = finite(r["sample_tokens_per_s"]) or 0.0
+        row = [step, finite(r["loss"]), r["lr"], finite(r["grad_norm"]), r["ms"], tps, None, elapsed, extra]
+        latest = {"loss": finite(r["loss"]), "lr": r["lr"], "grad_norm": finite(r["grad_norm"]), "ms": r["ms"],
+                  "tokens_per_s": tps, "sample_tokens_per_s": tps, "mfu": None, "eta_seconds": self.eta(step),
+                  **extra, "heldout": self.heldout}
+        self.recorder.add_step(row, {"status": Run.Status.RUNNING, "step": step, "max_steps": self.max_steps,
+                                     "elapsed": elapsed, "eta_seconds": latest["eta_seconds"], "latest": latest,
+                                     "best_val_loss": None})
+        self.recorder.add_rollout(step, self.groups[:])
+        self.groups.clear()
+        if self.echo:
+            self.echo(f"step {step}: reward {r['reward_mean']:.3f}, accuracy {r['accuracy']:.2f}, length "
+                      f"{r['response_length']:.1f}, {r['ms']:.0f} ms")
+
+    def on_state(self, state) -> None:
+        if state.step % CHECKPOINT_EVERY == 0 or state.step == self.cfg.steps:
+            self.save_grpo_checkpoint(state)
+
+    def should_stop(self) -> bool:
+        from django.conf import settings
+
+        if time.monotonic() - self.started > settings.TRAINING_MAX_SECONDS:
+            self.over_time = True
+        return bool(self.supervisor.stop_requested() or self.recorder.lost.is_set() or self.checkpoint_error
+                    or self.over_time)
+
+    # -- checkpoints, evaluation, the end ---------------------------------------------------------------------------
+
+    def save_grpo_checkpoint(self, state) -> bool:
+        try:
+            path = ckpt_lib.save_checkpoint(
+                self.directory, model=self.model, step=state.step, optimizer=state.optimizer,
+                tokenizer=self.run.base_model.tokenizer_spec if self.run.base_model else None,
+                extra={"run_id": self.run.pk, "grpo_state": {k: v for k, v in state.state_dict().items()
+                                                              if k != "optimizer"}})
+        except OSError as exc:
+            self.checkpoint_error = (f"could not save the checkpoint at step {state.step} in {self.directory}: "
+                                     f"{exc.strerror or exc}. Free some disk space, then resume the run.")
+            return False
+        removed = ckpt_lib.rotate_checkpoints(self.directory, KEEP_CHECKPOINTS, best_by_val=False)
+        self.last_checkpoint_step = state.step
+        lease.run_record_checkpoint(run_id=self.run.pk, token=self.token, step=state.step,
+                                    path=files.artifact_relative(path), train_loss=None, val_loss=None,
+                                    size_bytes=path.stat().st_size,
+                                    removed=[files.artifact_relative(p) for p in removed])
+        return True
+
+    def evaluate(self, which: str, step: int) -> dict:
+        """Held-out pass@1 and pass@k on the run's held-out problems, recorded on the run."""
+        c = self.cfg
+        lease.run_note(run_id=self.run.pk, token=self.token, step=step, message=(
+            f"Measuring held-out accuracy {which} training: {len(self.held_out)} problems, one greedy answer and "
+            f"{self.run.train_config.get('pass_k', grpo_app.PASS_K)} samples each."))
+        result = {"step": step} | heldout_accuracy(
+            self.model, self.held_out, encode_prompt=self.encode_prompt, decode=self.decode, stop_ids=self.stop_ids,
+            max_new_tokens=c.max_new_tokens, k=int(self.run.train_config.get("pass_k", grpo_app.PASS_K)),
+            temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + 1)
+        self.heldout[which] = result
+        grpo_app.heldout_record(run_id=self.run.pk, token=self.token, which=which, result=result)
+        return result
+
+    def grpo_finish(self, state) -> str:
+        self.recorder.close()
+        if self.supervisor.lost.is_set() or self.recorder.lost.is_set():
+            return "lost: another worker holds the run now"
+        if self.checkpoint_error:
+            self.fail(self.checkpoint_error)
+            return "failed: checkpoint"
+        if state.stopped and state.stop_reason:  # the flat-reward guard: the library's sentence is the reason
+            self.save_on_stop_grpo(state)
+            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.FAILED,
+                             reason=state.stop_reason)
+            return "stopped: flat rewards"
+        if not state.stopped:
+            if self.held_out:
+                self.evaluate("after", state.step)
+            reason = self.register(state)
+            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=reason)
+            return "succeeded"
+        saved = self.save_on_stop_grpo(state)
+        if self.supervisor.cancelled.is_set():
+            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
+                             reason=f"{saved}; Resume continues from there" if state.step else saved)
+            return "cancelled"
+        if self.over_time:
+            self.fail(f"the run trained for longer than TRAINING_MAX_SECONDS and was stopped at step {state.step}; "
+                      f"{saved}")
+            return "failed: time limit"
+        lease.run_requeue(run_id=self.run.pk, token=self.token, message=(
+            f"Worker {self.run.worker} is shutting down: stopped at step {state.step}, {saved}; the run continues "
+            f"on the next free worker."))
+        return "requeued: worker shutting down"
+
+    def save_on_stop_grpo(self, state) -> str:
+        if state.step == self.last_checkpoint_step:
+            return f"its checkpoint at step {state.step} is kept"
+        if state.step == 0:
+            return "no step was trained"
+        if self.save_grpo_checkpoint(state):
+            return f"a checkpoint was saved at step {state.step}"
+        reason, self.checkpoint_error = self.checkpoint_error, None
+        return reason
+
+    def register(self, state) -> str:
+        """Merge LoRA into the weights and register the result as `<base>-grpo` (a draft of the run's owner)."""
+        from apps.registry.services import model_register_derived
+        from workers.gpt.sft import merge_lora
+
+        if self.run.train_config.get("lora"):
+            merge_lora(self.model)
+        directory = files.temp_dir(files.artifact_path("models"), "grpo")
+        path = ckpt_lib.save_checkpoint(directory, model=self.model, step=state.step,
+                                        tokenizer=self.run.base_model.tokenizer_spec,
+                                        extra={"grpo_run": self.run.pk})
+        model = model_register_derived(run=self.run, weights_dir=directory, weights_name=path.name, suffix="grpo",
+                                       step=state.step)
+        lease.run_note(run_id=self.run.pk, token=self.token, kind=RunEvent.Kind.GOOD,
+                       message=f"Registered as {model.name} (a draft: publish it from the registry).")
+        after = self.heldout.get("after")
+        before = self.heldout.get("before")
+        if before and after:
+            return (f"held-out pass@1 {100 * before['pass1']:.1f} % -> {100 * after['pass1']:.1f} %; registered as "
+                    f"{model.name}")
+        return f"registered as {model.name}"
+
+
+@torch.no_grad()
+def heldout_accuracy(model, problems, *, encode_prompt, decode, stop_ids, max_new_tokens: int, k: int = 1,
+                     temperature: float = 1.0, top_k=None, top_p=None, seed: int = 0) -> dict:
+    """pass@1 (one greedy answer per problem, with its 95 % Wilson interval) and pass@k (some of k samples at
+    `temperature` right) on `problems`, generated EVAL_BATCH prompts at a time with the batched KV cache.
+    Returns {"n", "k", "pass1", "pass1_low", "pass1_high", "passk"}."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    greedy_right, any_right = 0, 0
+    try:
+        for i in range(0, len(problems), EVAL_BATCH):
+            chunk = problems[i:i + EVAL_BATCH]
+            prompts = [encode_prompt(p) for p in chunk]
+            greedy = generate_batch(model, prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop_ids=stop_ids)
+            greedy_right += sum(check(p, decode(c)).correct for p, c in zip(chunk, greedy))
+            if k > 1:
+                sampled = generate_batch(model, [ids for ids in prompts for _ in range(k)],
+                                         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, stop_ids=stop_ids, generator=gen)
+                any_right += sum(any(check(p, decode(c)).correct for c in sampled[j * k:(j + 1) * k])
+                                 for j, p in enumerate(chunk))
+    finally:
+        model.train(was_training)
+    n = len(problems)
+    low, high = wilson_interval(greedy_right, n)
+    return {"n": n, "k": k, "pass1": greedy_right / n if n else 0.0, "pass1_low": low, "pass1_high": high,
+            "passk": (any_right / n if n else 0.0) if k > 1 else (greedy_right / n if n else 0.0)}
