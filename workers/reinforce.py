@@ -31,7 +31,7 @@ from apps.training import grpo as grpo_app
 from apps.training import lease
 from apps.training.models import Run, RunEvent
 from workers.gpt import checkpoint as ckpt_lib
-from workers.gpt.config import GPTConfig
+
 from workers.gpt.evaluate import wilson_interval
 from workers.gpt.generate import generate_batch
 from workers.gpt.grpo import grpo
