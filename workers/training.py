@@ -65,7 +65,16 @@ def train_run(run_id: int, *, worker: str, task_id: str = "", echo=None, stop: t
     run = lease.run_claim(run_id=run_id, worker=worker, device=device_info, task_id=task_id)
     if run is None:
         return "skipped: finished, cancelled, or held by another worker"
-    return TrainingJob(run, device_info, echo=echo, stop=stop).execute()
+    return job_class(run)(run, device_info, echo=echo, stop=stop).execute()
+
+
+def job_class(run: Run):
+    """The job that trains a run of this kind: each kind changes only what goes into the same train() loop."""
+    if run.kind == Run.Kind.SFT:
+        from workers.finetune import FinetuneJob
+
+        return FinetuneJob
+    return TrainingJob
 
 
 def use_compile_cache() -> None:
@@ -142,7 +151,7 @@ class TrainingJob:
         self.best_val = self.run.best_val_loss
         self.elapsed_base = self.run.elapsed_seconds
         self.started = time.monotonic()
-        self.tokenizer = sources.tokenizer_runtime(tokenizer_id=self.run.tokenizer_id)
+        self.tokenizer = self.runtime_tokenizer()
         self.sample_seed = train_cfg.seed
         self.recorder.start()
         if self.echo:
@@ -153,9 +162,17 @@ class TrainingJob:
             use_compile_cache()
         state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
                       on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
-                      resume=resume)
+                      resume=resume, **self.loop_inputs(model_cfg, device))
         self.recorder.close()  # everything recorded before the final state
         return self.finish(state)
+
+    def runtime_tokenizer(self):
+        """The tokenizer samples are decoded with."""
+        return sources.tokenizer_runtime(tokenizer_id=self.run.tokenizer_id)
+
+    def loop_inputs(self, model_cfg, device) -> dict:
+        """What a kind of run adds to train()'s arguments (model=, batch_fn=): pretraining builds GPT(model_cfg)."""
+        return {}
 
     def finish(self, state) -> str:
         s = self.supervisor

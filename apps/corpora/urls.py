@@ -1,12 +1,13 @@
 from django.urls import path
 
-from apps.corpora import views
+from apps.corpora import views, views_conversations
 
 app_name = "corpora"
 
 urlpatterns = [
     path("", views.corpus_list, name="list"),
     path("upload/", views.upload, name="upload"),
+    path("upload/conversations/", views_conversations.upload, name="upload_conversations"),
     path("<int:corpus_id>/", views.detail, name="detail"),
     path("<int:corpus_id>/preview/", views.preview, name="preview"),
     path("<int:corpus_id>/split/", views.split, name="split"),

@@ -11,6 +11,7 @@ TORCH_FREE = (
     "workers.gpt.config",
     "workers.gpt.tokenizers",
     "workers.gpt.chat",
+    "workers.gpt.conversations",
     "workers.gpt.fileio",
     "workers.gpt.formats",
     "workers.gpt.formats.imported",
