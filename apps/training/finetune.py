@@ -38,13 +38,10 @@ WARMUP_FRACTION = 0.05  # sft.finetune_train_config's: a short linear warmup, th
 def lora_target_names(cfg: GPTConfig) -> list[str]:
     """The names LoRA may target in a model of this config, as sft.lora_target_names finds them in the built model
     (each Linear by its last name and its last two); without torch. lm_head is left out when it is tied to the
-    embedding (sft.apply_lora refuses it then). tests/apps/training/test_finetune.py checks both agree."""
+    embedding too, though sft_check refuses it then, as sft.apply_lora does. Tests/apps/training/test_finetune.py checks both agree."""
     attn = ["c_attn", "c_proj"]
     mlp = ["c_fc", "c_proj"] + (["c_gate"] if cfg.mlp == "swiglu" else [])
-    names = set(attn) | set(mlp) | {f"attn.{n}" for n in attn} | {f"mlp.{n}" for n in mlp}
-    if not cfg.tie_embeddings:
-        names.add("lm_head")
-    return sorted(names)
+    return sorted(set(attn) | set(mlp) | {f"attn.{n}" for n in attn} | {f"mlp.{n}" for n in mlp} | {"lm_head"})
 
 
 def finetune_train_config(*, max_steps: int, lora: bool, learning_rate: float | None = None, **overrides) -> dict:
@@ -127,6 +124,10 @@ def sft_check(*, user, base: Model, corpus: Corpus, max_steps: int, batch_size: 
             raise TrainingError(_("No Linear module named %(names)s in %(model)s: LoRA can target %(known)s.")
                                 % {"names": ", ".join(repr(t) for t in unknown) or "(none)", "model": base.name,
                                    "known": ", ".join(known)}, field="lora_targets")
+        if "lm_head" in targets and cfg.tie_embeddings:
+            raise TrainingError(_("lm_head shares its weight with the token embedding (tied): merging an adapter "
+                                  "into it would change the embedding too; target the blocks' Linears instead, e.g. "
+                                  "c_attn, c_proj, c_fc."), field="lora_targets")
         if lora_rank < 1 or lora_alpha <= 0 or not 0.0 <= lora_dropout < 1.0:
             raise TrainingError(_("LoRA needs rank >= 1, alpha > 0 and dropout in [0, 1): try rank 8, alpha 16, "
                                   "dropout 0."), field="lora_rank")
