@@ -2,7 +2,6 @@
 targets), the form and the page, the command line, and the job itself training a tiny base model in this process
 and registering `<base>-sft`, which then loads and answers with ChatML."""
 
-import json
 
 import pytest
 from django.core.management import call_command
@@ -10,7 +9,6 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from apps.corpora import conversations
-from apps.corpora.models import Corpus
 from apps.registry.models import Model
 from apps.training import finetune
 from apps.training.forms_sft import FinetuneForm
@@ -18,53 +16,7 @@ from apps.training.models import Run
 from apps.training.services import TrainingError
 from workers.gpt.config import GPTConfig
 
-CONVS = [
-    [{"role": "user", "content": "Speak."}, {"role": "assistant", "content": "Resolved."}],
-    [{"role": "user", "content": "Speak, speak."}, {"role": "assistant", "content": "Resolved. resolved."}],
-    [{"role": "system", "content": "Speak."}, {"role": "user", "content": "First?"},
-     {"role": "assistant", "content": "All: speak."}],
-] * 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from more, and on a shared CPU spinning threads slow them down."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def jsonl(convs) -> bytes:
-    return "".join(json.dumps({"messages": c}) + "\n" for c in convs).encode()
-
-
-@pytest.fixture
-def chats(user):
-    return conversations.conversations_create(name="Tiny chats", data=jsonl(CONVS), owner=user, n_val=3)
-
-
-@pytest.fixture
-def base(user, char_tok):
-    """A tiny GPT over the tiny corpus's characters, promoted into the registry as ada's draft."""
-    import torch
-
-    from apps.registry.services import model_promote
-    from apps.system import files
-    from apps.training.models import Checkpoint
-    from workers.gpt.checkpoint import save_checkpoint
-    from workers.gpt.model import GPT
-
-    cfg = GPTConfig(vocab_size=char_tok.n_vocab, block_size=64, n_layer=1, n_head=2, n_embd=32, bias=False)
-    run = Run.objects.create(owner=user, name="tiny base", tokenizer=char_tok, model_config=cfg.to_dict(),
-                             train_config={"max_steps": 1, "batch_size": 1, "grad_accum": 1}, status="succeeded",
-                             data={"corpus": "Tiny", "tokenizer": char_tok.name}, step=1)
-    torch.manual_seed(0)
-    path = save_checkpoint(run.directory, model=GPT(cfg), step=1, losses={"val": 3.0})
-    ckpt = Checkpoint.objects.create(run=run, step=1, path=files.artifact_relative(path), size_bytes=1)
-    return model_promote(checkpoint=ckpt, user=user, name="tiny")
+from tests.sft_fixtures import CONVS, base, chats, jsonl  # noqa: F401  (fixtures)
 
 
 def test_lora_target_names_without_torch_match_the_built_model():
