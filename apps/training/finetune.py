@@ -37,8 +37,8 @@ WARMUP_FRACTION = 0.05  # sft.finetune_train_config's: a short linear warmup, th
 
 def lora_target_names(cfg: GPTConfig) -> list[str]:
     """The names LoRA may target in a model of this config, as sft.lora_target_names finds them in the built model
-    (each Linear by its last name and its last two); without torch. lm_head is left out when it is tied to the
-    embedding too, though sft_check refuses it then, as sft.apply_lora does. Tests/apps/training/test_finetune.py checks both agree."""
+    (each Linear by its last name and its last two); without torch. lm_head is listed even when it is tied to the
+    embedding, as the library lists it; sft_check then refuses it, as sft.apply_lora does. A test checks both agree."""
     attn = ["c_attn", "c_proj"]
     mlp = ["c_fc", "c_proj"] + (["c_gate"] if cfg.mlp == "swiglu" else [])
     return sorted(set(attn) | set(mlp) | {f"attn.{n}" for n in attn} | {f"mlp.{n}" for n in mlp} | {"lm_head"})

@@ -49,6 +49,16 @@ class FinetuneForm(forms.Form):
         self.fields["base_model"].widget.choices = [(m.slug, str(m))
                                                     for m in finetune.base_model_choices(user=user)]
 
+    @classmethod
+    def initial_for(cls, *, user, base: str = "") -> dict:
+        """The form's starting values: the named base model (or the first the user may use), the first set."""
+        models = finetune.base_model_choices(user=user)
+        model = models.filter(slug=base).first() or models.first()
+        corpus = finetune.conversation_set_choices(user=user).first()
+        return {"base_model": model.slug if model else "", "corpus": corpus.pk if corpus else None, "method": "full",
+                "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_targets": "c_attn, c_proj",
+                "max_steps": 300, "batch_size": 8, "device": "auto"}
+
     def clean(self):
         d = super().clean()
         if self.errors:

@@ -16,7 +16,11 @@ def finetune(request):
         if form.is_valid():
             run = sft_run_create(owner=request.user, plan=form.plan, name=form.cleaned_data["name"])
             return redirect("training:run", run_id=run.pk)
+        estimate = form.estimate()
     else:
-        form = FinetuneForm(initial={"base_model": request.GET.get("base", "")}, user=request.user)
+        initial = FinetuneForm.initial_for(user=request.user, base=request.GET.get("base", ""))
+        form = FinetuneForm(initial=initial, user=request.user)
+        probe = FinetuneForm(initial, user=request.user)  # the estimate of the defaults, shown at once
+        estimate = probe.estimate() if initial.get("base_model") and probe.is_valid() else None
     status = 400 if form.is_bound and form.errors else 200
-    return render(request, "training/finetune.html", {"form": form, "estimate": form.estimate()}, status=status)
+    return render(request, "training/finetune.html", {"form": form, "estimate": estimate}, status=status)
