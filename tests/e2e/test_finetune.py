@@ -2,7 +2,9 @@
 fine-tune submitted from the browser and trained by a real train worker, its answers on the dashboard, and the
 registered `<base>-sft` chatting on the Generate page through a real infer worker."""
 
+import json
 import re
+import urllib.request
 
 import pytest
 from playwright.sync_api import expect
@@ -67,3 +69,13 @@ def test_a_person_previews_the_mask_fine_tunes_and_chats_with_the_result(page, p
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=screenshots / "sft-chat.png", full_page=True)
     assert not errors, errors
+
+    # ...and through the OpenAI-style API, once published
+    Model.objects.filter(pk=model.pk).update(status=Model.Status.PUBLISHED)
+    request = urllib.request.Request(f"{url}/v1/chat/completions", method="POST", data=json.dumps({
+        "model": model.slug, "messages": [{"role": "user", "content": "Speak."}], "max_tokens": 8,
+        "temperature": 0}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())
+    assert answer["model"] == model.slug and answer["choices"][0]["message"]["role"] == "assistant"
+    assert answer["choices"][0]["finish_reason"] in ("stop", "length") and answer["usage"]["completion_tokens"] >= 1
