@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",  # the language: the switch's cookie, else Accept-Language, else English
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -164,9 +165,13 @@ LOGIN_URL = "system:login"
 LOGIN_REDIRECT_URL = "system:home"
 LOGOUT_REDIRECT_URL = "system:home"
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The UI's languages (the header's switch offers these; Accept-Language picks among them). Catalogues live in
+# locale/<lang>/LC_MESSAGES/ as .po sources beside their compiled .mo files, both committed (see README "Languages").
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "static/"
@@ -197,6 +202,8 @@ TRAINING_LEASE_SECONDS = float(os.environ.get("TRAINING_LEASE_SECONDS", 30))
 TRAINING_STRANDED_SECONDS = float(os.environ.get("TRAINING_STRANDED_SECONDS", 60))
 # A run stops with a clear reason after this much training time (Celery's solo pool cannot enforce time limits).
 TRAINING_MAX_SECONDS = float(os.environ.get("TRAINING_MAX_SECONDS", 7 * 24 * 3600))
+# A scaling sweep (apps/training/sweeps.py) queues at most this many runs at once.
+TRAINING_SWEEP_MAX_RUNS = int(os.environ.get("TRAINING_SWEEP_MAX_RUNS", 40))
 
 # The explorer (apps/explorer). Traces are cached per (model, text) under ARTIFACTS_DIR/explorer/; the oldest are
 # deleted when they take more than EXPLORER_CACHE_MAX_BYTES. A trace's attention takes n_layer * n_head * T^2 / 2

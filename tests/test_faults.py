@@ -123,6 +123,15 @@ def test_resume_sends_a_queued_run_whose_message_was_lost_again(user, tiny_corpu
     monkeypatch.setattr(tasks.run_train, "delay", lambda run_id: sent.append(run_id) or Result())
     run = make_run(user, tiny_corpus, char_tok, enqueue=False)
     assert services.run_message_waiting(run=run) is False
+    with pytest.raises(services.TrainingError):  # queued a moment ago: its message may still be on its way
+        services.run_resume(run=run, user=user)
+    assert sent == []
+    from datetime import timedelta
+
+    from apps.training.models import Run
+
+    Run.objects.filter(pk=run.pk).update(queued=run.queued - timedelta(hours=1))
+    run.refresh_from_db()
     services.run_resume(run=run, user=user)
     assert sent == [run.pk]
     assert "message in the queue was lost" in run.events.order_by("-id").first().message

@@ -6,6 +6,7 @@ import uuid
 
 from django.core.cache import cache
 from django.db.models import Count, Max, Sum
+from django.utils.translation import gettext as _
 
 from apps.arena import rating
 from apps.arena.models import Battle, Vote
@@ -30,9 +31,9 @@ def arena_shortage_message() -> str | None:
     kinds = arena_models()
     if any(len(models) >= 2 for models in kinds.values()):
         return None
-    return (f"A battle needs two published models of the same kind; there are {len(kinds['chat'])} chat and "
-            f"{len(kinds['completion'])} base model(s). Publish another on the Models page (promote a training "
-            f"run's checkpoint, or import one).")
+    return _("A battle needs two published models of the same kind; there are %(chat)s chat and "
+             "%(base)s base model(s). Publish another on the Models page (promote a training "
+             "run's checkpoint, or import one).") % {"chat": len(kinds["chat"]), "base": len(kinds["completion"])}
 
 
 def battle_get(*, uid, user) -> Battle | None:

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django import forms
 from django.conf import settings
+from django.utils.translation import gettext, gettext_lazy as _
 
 from apps.registry import services
 from apps.system import files
@@ -28,36 +29,36 @@ class MultipleFileField(forms.FileField):
 
 
 class ImportForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="what the registry, the pickers and the API call it")
+    name = forms.CharField(max_length=100, label=_("Name"), help_text=_("what the registry, the pickers and the API call it"))
     upload = MultipleFileField(
-        required=False, label="Files",
-        help_text="a .gguf file (a Llama-family model: SmolLM2, TinyLlama, Llama 3 …), or the files of a Hugging Face "
-                  "GPT-2 / Llama directory: config.json, model.safetensors (or its shards and index), tokenizer.json, "
-                  "tokenizer_config.json")
+        required=False, label=_("Files"),
+        help_text=_("a .gguf file (a Llama-family model: SmolLM2, TinyLlama, Llama 3 …), or the files of a Hugging Face "
+                    "GPT-2 / Llama directory: config.json, model.safetensors (or its shards and index), tokenizer.json, "
+                    "tokenizer_config.json"))
     path = forms.CharField(
-        required=False, max_length=500, label="…or a path on the server",
-        help_text="a .gguf file or a Hugging Face directory already on this machine (nothing is uploaded)")
-    publish = forms.BooleanField(required=False, help_text="publish it when the import succeeds")
+        required=False, max_length=500, label=_("…or a path on the server"),
+        help_text=_("a .gguf file or a Hugging Face directory already on this machine (nothing is uploaded)"))
+    publish = forms.BooleanField(required=False, label=_("Publish"), help_text=_("publish it when the import succeeds"))
 
     def clean(self):
         data = super().clean()
         uploads, path = data.get("upload") or [], (data.get("path") or "").strip()
         if bool(uploads) == bool(path):
-            raise forms.ValidationError("Upload files or give a path on the server (one of the two).")
+            raise forms.ValidationError(gettext("Upload files or give a path on the server (one of the two)."))
         for f in uploads:
             name = Path(f.name).name
             if name.lower().endswith(PICKLE_SUFFIXES):
-                raise forms.ValidationError(
-                    f"{name} is a pickle file, which can run code when loaded; LLM Lab only loads safetensors and "
-                    f"GGUF. Convert it where you trust it (save_pretrained(..., safe_serialization=True)).")
+                raise forms.ValidationError(gettext(
+                    "%(name)s is a pickle file, which can run code when loaded; LLM Lab only loads safetensors and "
+                    "GGUF. Convert it where you trust it (save_pretrained(..., safe_serialization=True)).") % {"name": name})
             if f.size > settings.REGISTRY_MAX_UPLOAD_BYTES:
-                raise forms.ValidationError(f"{name} is over the upload limit of "
-                                            f"{settings.REGISTRY_MAX_UPLOAD_BYTES / 1e9:.0f} GB: give its path instead.")
+                raise forms.ValidationError(gettext("%(name)s is over the upload limit of %(limit)s GB: give its path "
+                                                    "instead.") % {"name": name, "limit": f"{settings.REGISTRY_MAX_UPLOAD_BYTES / 1e9:.0f}"})
         if uploads:
             names = [Path(f.name).name for f in uploads]
             ggufs = [n for n in names if n.lower().endswith(".gguf")]
             if ggufs and len(names) > 1:
-                raise forms.ValidationError("Upload one .gguf file on its own.")
+                raise forms.ValidationError(gettext("Upload one .gguf file on its own."))
             if not ggufs and "config.json" not in names:
                 raise forms.ValidationError("Upload a .gguf file, or a Hugging Face directory's files including "
                                             "config.json and model.safetensors.")

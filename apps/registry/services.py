@@ -180,7 +180,7 @@ def _register_tokenizer(model: Model):
 def import_source_check(source: Path | str) -> Path:
     """The real path of a file or directory to import by server path, once it (and, for a directory, every file in
     it) is known to lie inside settings.REGISTRY_IMPORT_ROOTS after following symlinks; otherwise RegistryError."""
-    roots = [Path(r).resolve() for r in settings.REGISTRY_IMPORT_ROOTS] + [(files.artifacts() / "uploads").resolve()]
+    roots = [Path(r).resolve() for r in settings.REGISTRY_IMPORT_ROOTS] + [files.artifact_path("uploads").resolve()]
     real = Path(source).expanduser().resolve()
     if not real.exists():
         raise RegistryError(f"{source} does not exist on the server.", field="path")

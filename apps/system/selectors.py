@@ -3,6 +3,7 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.urls import reverse
 
 from apps.system import realtime
 from apps.system.redisconn import redis_client
@@ -60,3 +61,29 @@ def health() -> dict:
     except Exception as exc:
         result["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
     return result
+
+
+def journey_progress(*, user) -> dict[str, dict]:
+    """What the signed-in person has made at each step of the journey, newest first, read from each app's own
+    selectors: {step key: {"label", "url", "state"}}; a step they have not reached is absent. Anonymous: {}."""
+    if user is None or not user.is_authenticated:
+        return {}
+    # Imported here: apps.system is the layer every app imports, so it reaches up into them only when asked.
+    from apps.corpora.selectors import corpus_list
+    from apps.registry.selectors import model_list
+    from apps.tokenization.selectors import tokenizer_list
+    from apps.training.selectors import run_list
+
+    progress = {}
+    if corpus := corpus_list(user=user).filter(owner=user).order_by("-created", "-id").first():
+        progress["data"] = {"label": corpus.name, "url": reverse("corpora:detail", args=[corpus.id]), "state": ""}
+    if tokenizer := tokenizer_list(user=user).filter(owner=user).order_by("-id").first():
+        progress["tokenizers"] = {"label": tokenizer.name, "url": reverse("tokenization:detail", args=[tokenizer.name]),
+                                  "state": tokenizer.get_status_display()}
+    if run := run_list(user=user).filter(owner=user).order_by("-created", "-id").first():
+        progress["training"] = {"label": run.name, "url": reverse("training:run", args=[run.id]),
+                                "state": run.get_status_display()}
+    if model := model_list(user=user).filter(owner=user).exclude(status="archived").order_by("-created", "-id").first():
+        progress["generate"] = {"label": model.name, "url": reverse("inference:generate") + f"?model={model.slug}",
+                                "state": model.get_status_display()}
+    return progress

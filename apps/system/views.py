@@ -5,11 +5,18 @@ from django.views.decorators.http import require_http_methods
 
 from apps.system import selectors
 from apps.system.forms import SignUpForm
-from apps.system.steps import STEPS
+from apps.system.steps import journey
 
 
 def home(request):
-    return render(request, "system/home.html", {"steps": STEPS})
+    steps = journey()
+    progress = selectors.journey_progress(user=request.user)
+    for step in steps:
+        step["mine"] = progress.get(step["key"])
+    # "Start here" marks the step after the furthest one the person has reached; a newcomer's is the first.
+    reached = [i for i, step in enumerate(steps) if step["mine"]]
+    start = steps[min(reached[-1] + 1, len(steps) - 1)] if reached else steps[0]
+    return render(request, "system/home.html", {"steps": steps, "start": start, "progress": progress})
 
 
 def status(request):

@@ -1,4 +1,6 @@
 from django import forms
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from apps.corpora.models import Corpus
 from apps.tokenization import services
@@ -12,19 +14,20 @@ class _CorpusField(forms.ModelChoiceField):
 
 
 class TrainForm(forms.Form):
-    name = forms.CharField(max_length=64, help_text="lowercase letters, digits and . _ - (e.g. shakespeare-bpe-4096)")
-    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None)
+    name = forms.CharField(max_length=64, label=_("Name"),
+                           help_text=_("lowercase letters, digits and . _ - (e.g. shakespeare-bpe-4096)"))
+    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None, label=_("Corpus"))
     vocab_size = forms.IntegerField(
-        initial=4096, min_value=1, label="Vocabulary size",
-        help_text=f"{toklib.MIN_VOCAB_SIZE} byte tokens + merges + special tokens; at most "
-                  f"{toklib.MAX_VOCAB_SIZE:,} so ids fit in uint16")
+        initial=4096, min_value=1, label=_("Vocabulary size"),
+        help_text=format_lazy(_("{low} byte tokens + merges + special tokens; at most {high} so ids fit in uint16"),
+                              low=toklib.MIN_VOCAB_SIZE, high=f"{toklib.MAX_VOCAB_SIZE:,}"))
     pattern = forms.ChoiceField(
-        choices=[("gpt4", "GPT-4 (cl100k_base): digits in groups of 3, case-insensitive contractions"),
-                 ("gpt2", "GPT-2: letters, digits and punctuation runs, leading space kept")],
-        initial="gpt4", label="Split pattern",
-        help_text="text is cut into pieces by this regular expression first; merges never cross a piece")
-    special_tokens = forms.CharField(initial=toklib.ENDOFTEXT, label="Special tokens",
-                                     help_text="separated by spaces; must include <|endoftext|>")
+        choices=[("gpt4", _("GPT-4 (cl100k_base): digits in groups of 3, case-insensitive contractions")),
+                 ("gpt2", _("GPT-2: letters, digits and punctuation runs, leading space kept"))],
+        initial="gpt4", label=_("Split pattern"),
+        help_text=_("text is cut into pieces by this regular expression first; merges never cross a piece"))
+    special_tokens = forms.CharField(initial=toklib.ENDOFTEXT, label=_("Special tokens"),
+                                     help_text=_("separated by spaces; must include <|endoftext|>"))
 
     def __init__(self, *args, corpora, **kwargs):
         super().__init__(*args, **kwargs)
@@ -44,8 +47,8 @@ class TrainForm(forms.Form):
 
 
 class CharForm(forms.Form):
-    name = forms.CharField(max_length=64, help_text="e.g. songci-char")
-    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None)
+    name = forms.CharField(max_length=64, label=_("Name"), help_text=_("e.g. songci-char"))
+    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None, label=_("Corpus"))
 
     def __init__(self, *args, corpora, **kwargs):
         super().__init__(*args, **kwargs)

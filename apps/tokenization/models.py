@@ -6,6 +6,7 @@ data/tiktoken/). workers.gpt.tokenizers runs them all; selectors.tokenizer_runti
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from apps.system.models import Job, JobStatus
 
@@ -25,10 +26,10 @@ class TokenizerQuerySet(models.QuerySet):
 
 class Tokenizer(Job):
     class Kind(models.TextChoices):
-        TIKTOKEN = "tiktoken", "built-in (tiktoken)"
-        CHAR = "char", "character-level"
-        BPE = "bpe", "byte-level BPE"
-        IMPORTED = "imported", "imported with a model"
+        TIKTOKEN = "tiktoken", _("built-in (tiktoken)")
+        CHAR = "char", _("character-level")
+        BPE = "bpe", _("byte-level BPE")
+        IMPORTED = "imported", _("imported with a model")
 
     class Pattern(models.TextChoices):
         GPT4 = "gpt4", "GPT-4 (cl100k_base)"

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.corpora.models import Corpus
 from apps.system import files
@@ -34,19 +35,19 @@ def tokenize_rate_limit(*, user, client: str, scope: str) -> None:
         return
     limit = settings.TOKENIZE_ANON_PER_MINUTE
     rate_limit(scope=f"tokenization.{scope}", who=client, limit=limit,
-               message=f"Too many requests: visitors who are not signed in may make {limit} a minute. Try again in "
-                       "{retry_after} s, or sign in to lift the limit.")
+               message=_("Too many requests: visitors who are not signed in may make %(limit)s a minute. Try again in "
+                         "{retry_after} s, or sign in to lift the limit.") % {"limit": limit})
 
 
 def tokenizer_check_name(name: str) -> str:
     name = name.strip()
     if not NAME_RE.fullmatch(name):
-        raise TokenizationError("A tokenizer name is 2 to 64 characters: lowercase letters, digits, and . _ - "
-                                "(starting with a letter or digit), e.g. shakespeare-bpe-4096.")
+        raise TokenizationError(_("A tokenizer name is 2 to 64 characters: lowercase letters, digits, and . _ - "
+                                  "(starting with a letter or digit), e.g. shakespeare-bpe-4096."))
     if name in RESERVED_NAMES:
-        raise TokenizationError(f"{name!r} is reserved for a page of the app: choose another name.")
+        raise TokenizationError(_("%(name)r is reserved for a page of the app: choose another name.") % {"name": name})
     if Tokenizer.objects.filter(name=name).exists():
-        raise TokenizationError(f"A tokenizer called {name!r} exists already: choose another name.")
+        raise TokenizationError(_("A tokenizer called %(name)r exists already: choose another name.") % {"name": name})
     return name
 
 
@@ -54,14 +55,14 @@ def parse_special_tokens(raw: str) -> list[str]:
     """'<|endoftext|> <|pad|>' (spaces, commas or lines between) -> the list; <|endoftext|> must be among them."""
     tokens = [t for t in re.split(r"[\s,]+", raw.strip()) if t]
     if toklib.ENDOFTEXT not in tokens:
-        raise TokenizationError(f"The special tokens must include {toklib.ENDOFTEXT}: documents are joined with it "
-                                f"when training a model.")
+        raise TokenizationError(_("The special tokens must include %(eot)s: documents are joined with it "
+                                  "when training a model.") % {"eot": toklib.ENDOFTEXT})
     if len(set(tokens)) != len(tokens):
-        raise TokenizationError("A special token is listed twice.")
+        raise TokenizationError(_("A special token is listed twice."))
     if len(tokens) > MAX_SPECIAL_TOKENS:
-        raise TokenizationError(f"At most {MAX_SPECIAL_TOKENS} special tokens.")
+        raise TokenizationError(_("At most %(n)s special tokens.") % {"n": MAX_SPECIAL_TOKENS})
     if any(len(t) > 64 for t in tokens):
-        raise TokenizationError("A special token is at most 64 characters long.")
+        raise TokenizationError(_("A special token is at most 64 characters long."))
     return tokens
 
 
@@ -90,7 +91,7 @@ def tokenizer_char_create(*, corpus: Corpus, name: str, user=None, builtin: bool
     name = tokenizer_check_name(name)
     alphabet = corpus.stats.get("alphabet")
     if not alphabet:
-        raise TokenizationError(f"{corpus.name} has no characters to build a vocabulary from.")
+        raise TokenizationError(_("%(corpus)s has no characters to build a vocabulary from.") % {"corpus": corpus.name})
     tok = toklib.CharTokenizer(alphabet, name=name)
     data = tok.to_json().encode("utf-8")
     relative = f"tokenizers/char-{name}.json"
@@ -158,17 +159,21 @@ def tokenizer_train_create(*, user, corpus: Corpus, name: str, vocab_size: int, 
     """Check the request, make the row, and queue the job when the transaction commits."""
     name = tokenizer_check_name(name)
     if pattern not in toklib.PATTERNS:
-        raise TokenizationError(f"Unknown split pattern {pattern!r}: choose gpt2 or gpt4.")
+        raise TokenizationError(_("Unknown split pattern %(pattern)r: choose gpt2 or gpt4.") % {"pattern": pattern})
     low = toklib.MIN_VOCAB_SIZE + len(special_tokens)
     if not low <= vocab_size <= toklib.MAX_VOCAB_SIZE:
-        raise TokenizationError(f"The vocabulary size must be between {low:,} (256 bytes + {len(special_tokens)} "
-                                f"special token(s)) and {toklib.MAX_VOCAB_SIZE:,} (ids must fit in uint16); "
-                                f"try 512, 1,024 or 4,096.")
+        raise TokenizationError(_("The vocabulary size must be between %(low)s (256 bytes + %(n)s "
+                                  "special token(s)) and %(high)s (ids must fit in uint16); "
+                                  "try 512, 1,024 or 4,096.") % {"low": f"{low:,}", "n": len(special_tokens),
+                                                                 "high": f"{toklib.MAX_VOCAB_SIZE:,}"})
     merges = vocab_size - low
     if merges > corpus.size_bytes - 1:
-        raise TokenizationError(f"{corpus.name} is {corpus.size_bytes:,} bytes, so it supports at most "
-                                f"{max(0, corpus.size_bytes - 1):,} merges: choose a vocabulary size of at most "
-                                f"{low + max(0, corpus.size_bytes - 1):,}, or a larger corpus.")
+        raise TokenizationError(_("%(corpus)s is %(size)s bytes, so it supports at most "
+                                  "%(merges)s merges: choose a vocabulary size of at most "
+                                  "%(vocab)s, or a larger corpus.") % {
+                                    "corpus": corpus.name, "size": f"{corpus.size_bytes:,}",
+                                    "merges": f"{max(0, corpus.size_bytes - 1):,}",
+                                    "vocab": f"{low + max(0, corpus.size_bytes - 1):,}"})
     with transaction.atomic():
         row = Tokenizer.objects.create(
             name=name, kind=Tokenizer.Kind.BPE, corpus=corpus, owner=user, vocab_size=vocab_size, pattern=pattern,
@@ -188,7 +193,7 @@ def _enqueue_train(tokenizer_id: int) -> None:
 
 def tokenizer_cancel(*, tokenizer: Tokenizer, user) -> Tokenizer:
     if not selectors.tokenizer_may_control(tokenizer=tokenizer, user=user):
-        raise PermissionDenied("Only the user who started this training (or staff) may cancel it.")
+        raise PermissionDenied(_("Only the user who started this training (or staff) may cancel it."))
     tokenizer, requested = job_request_cancel(Tokenizer, tokenizer.id)
     if requested:
         _publish_state(tokenizer)
@@ -197,7 +202,7 @@ def tokenizer_cancel(*, tokenizer: Tokenizer, user) -> Tokenizer:
 
 def tokenizer_delete(*, tokenizer: Tokenizer, user) -> None:
     if not selectors.tokenizer_may_control(tokenizer=tokenizer, user=user):
-        raise PermissionDenied("Only the owner of a tokenizer (or staff) may delete it; built-in ones stay.")
+        raise PermissionDenied(_("Only the owner of a tokenizer (or staff) may delete it; built-in ones stay."))
     if tokenizer.status in JobStatus.active():
         raise TokenizationError("This tokenizer is still training: cancel it first.", status=409)
     from apps.corpora.services import shards_remove_files_if_unused

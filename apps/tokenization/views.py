@@ -9,7 +9,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.corpora.selectors import corpus_list
 from apps.system.limits import RateLimited, client_address
@@ -141,8 +142,10 @@ def _train_initial(request) -> dict:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def train(request):
+    if request.method == "GET":  # a bookmarked or reloaded form address: show the form rather than a bare 405
+        return redirect(reverse("tokenization:library") + "#train")
     corpora = corpus_list(user=request.user)
     form = TrainForm(request.POST, corpora=corpora)
     if form.is_valid():

@@ -110,3 +110,38 @@ def _int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < 2**53:
         raise ValueError(f"{name} must be an integer >= -1, got {str(value)[:30]!r}")
     return value
+
+
+class SweepConsumer(AsyncWebsocketConsumer):
+    """ws/training/sweeps/<id>/: a sweep's page, for its owner (and staff). Forwards {"type": "sweep", "run",
+    "status"} whenever one of its runs changes status; the page then fetches the refitted results over HTTP (a
+    dropped message costs only a late redraw: the next one, or a reload, catches up). It takes no messages."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        self.sweep_id = self.scope["url_route"]["kwargs"]["sweep_id"]
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        if not await database_sync_to_async(self.may_view)(user):
+            await self.close(code=4403)
+            return
+        self.group = realtime.sweep_group(self.sweep_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def training_sweep(self, event):
+        await self.send(text_data=json.dumps({**event, "type": "sweep"}, separators=(",", ":")))
+
+    def may_view(self, user) -> bool:
+        from apps.training.sweeps import SweepNotFound, sweep_get
+
+        try:
+            sweep_get(sweep_id=self.sweep_id, user=user)
+        except SweepNotFound:
+            return False
+        return True

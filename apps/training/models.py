@@ -81,6 +81,8 @@ class Run(models.Model):
 
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks")
     forked_from_step = models.PositiveIntegerField(null=True, blank=True)
+    # the scaling sweep this run is one point of (apps/training/sweeps.py), if any
+    sweep = models.ForeignKey("training.Sweep", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
 
     created = models.DateTimeField(auto_now_add=True)
     queued = models.DateTimeField(null=True, blank=True, help_text="when it last entered the queue")
@@ -219,3 +221,50 @@ class DeviceProfile(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Sweep(models.Model):
+    """A scaling sweep: for each compute budget a few model sizes, each trained for as many tokens as spends that
+    budget (Chinchilla's iso-FLOP method). Its runs are ordinary pretraining runs (Run.sweep points here), queued,
+    resumed and recovered like any other; the sweep only groups them and remembers the plan. `grid` holds one row
+    per run (workers.gpt.scaling.GridRow.to_dict() plus "run", the run's id, and "prediction" for the run launched
+    to check the fit's forecast); `prediction` holds that forecast: {"budget", "loss", "low", "high", "run"}."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"  # no run has started yet
+        RUNNING = "running"  # some runs are still queued or training
+        SUCCEEDED = "succeeded"  # every run finished
+        INCOMPLETE = "incomplete"  # every run stopped, some failed or were cancelled (they can be resumed)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_sweeps")
+    name = models.CharField(max_length=100)
+    preset = models.CharField(max_length=40, blank=True, help_text="workers.gpt.scaling preset key, if any")
+    corpus = models.ForeignKey("corpora.Corpus", null=True, on_delete=models.SET_NULL, related_name="sweeps")
+    tokenizer = models.ForeignKey("tokenization.Tokenizer", null=True, on_delete=models.SET_NULL,
+                                  related_name="sweeps")
+    # the GPTConfig fields besides the shape, and the TrainConfig fields every run shares
+    base_config = models.JSONField(default=dict)
+    budgets = models.JSONField(default=list, help_text="compute budgets in FLOPs, ascending")
+    grid = models.JSONField(default=list)
+    prediction = models.JSONField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"sweep #{self.pk} {self.name}"
+
+    def status_of(self, statuses: list[str]) -> str:
+        """The sweep's status from its runs' statuses."""
+        if not statuses or all(s == Run.Status.QUEUED for s in statuses):
+            return self.Status.QUEUED
+        if any(s in Run.ACTIVE for s in statuses):
+            return self.Status.RUNNING
+        if all(s == Run.Status.SUCCEEDED for s in statuses):
+            return self.Status.SUCCEEDED
+        return self.Status.INCOMPLETE
+
+    @property
+    def status(self) -> str:
+        return self.status_of(list(self.runs.values_list("status", flat=True)))

@@ -14,10 +14,19 @@ CHECKPOINT = "training.checkpoint"  # a checkpoint was saved (and older ones rot
 REWIND = "training.rewind"  # steps after a checkpoint were dropped (the run resumes from it): cut the curve there
 PREPARING = "training.preparing"  # the run waits for its corpus to be encoded: how far that is
 QUEUE = "training.queue"  # some run entered or left the queue: queued pages recompute their position
+SWEEP = "training.sweep"  # a run of a sweep changed status (finished, say): the sweep's page refits and redraws
 
 
 def run_group(run_id: int) -> str:
     return f"training.run.{run_id}"
+
+
+def sweep_group(sweep_id: int) -> str:
+    return f"training.sweep.{sweep_id}"
+
+
+def sweep_event(sweep_id: int, *, run_id: int, status: str) -> dict:
+    return {"type": SWEEP, "sweep": sweep_id, "run": run_id, "status": status}
 
 
 def queue_group() -> str:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -112,12 +113,20 @@ def run_message_waiting(*, run: Run) -> bool | None:
         return None
 
 
+def run_stranded(*, run: Run, now=None) -> bool:
+    """A queued run that has waited longer than TRAINING_STRANDED_SECONDS while the broker holds no message for it.
+    The bound keeps a run that was queued a moment ago (its message may still be on its way) from being sent twice."""
+    now = now or timezone.now()
+    waited = (now - run.queued).total_seconds() if run.queued else float("inf")
+    return waited > settings.TRAINING_STRANDED_SECONDS and run_message_waiting(run=run) is False
+
+
 def run_resume(*, run: Run, user) -> Run:
     """Queue a failed or cancelled run again; it continues from its last checkpoint (or from its start if it never
     saved one), its curve continuing where the checkpoint was."""
     _require_control(run, user, "resume")
     run.refresh_from_db()
-    if run.status == Run.Status.QUEUED and run_message_waiting(run=run) is False:
+    if run.status == Run.Status.QUEUED and run_stranded(run=run):
         # queued, but its message is gone (Redis restarted without it): Resume sends a new one
         with transaction.atomic():
             Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(queued=timezone.now())
@@ -256,6 +265,9 @@ def publish_status(run: Run) -> None:
     last = run.events.order_by("-at", "-id").first()
     publish(realtime.run_group(run.pk), realtime.status_event(
         run.pk, status=run.status, reason=run.reason, step=run.step, entry=event_view(last) if last else None))
+    if run.sweep_id is not None:
+        publish(realtime.sweep_group(run.sweep_id), realtime.sweep_event(run.sweep_id, run_id=run.pk,
+                                                                         status=run.status))
 
 
 def publish_status_on_commit(run_id: int) -> None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.training import views, views_sft
+from apps.training import sweep_views, views, views_sft
 
 app_name = "training"
 
@@ -16,4 +16,9 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.cancel, name="cancel"),
     path("runs/<int:run_id>/resume/", views.resume, name="resume"),
     path("checkpoints/<int:checkpoint_id>/fork/", views.fork, name="fork"),
+    path("sweeps/new/", sweep_views.sweep_new, name="sweep_new"),
+    path("sweeps/preview/", sweep_views.sweep_preview, name="sweep_preview"),
+    path("sweeps/<int:sweep_id>/", sweep_views.sweep, name="sweep"),
+    path("sweeps/<int:sweep_id>/fit.json", sweep_views.sweep_fit, name="sweep_fit"),
+    path("sweeps/<int:sweep_id>/predict/", sweep_views.sweep_predict, name="sweep_predict"),
 ]

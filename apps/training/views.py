@@ -10,6 +10,7 @@ from apps.training.forms import ADVANCED_FIELDS, ForkForm, RunForm
 from apps.training.presets import DEFAULT_PRESET, PRESETS
 from apps.training.selectors import RunNotFound
 from apps.training.services import TrainingError
+from apps.training.sweeps import sweep_list
 from workers.gpt.config import ConfigError
 
 COMPARE_MAX_RUNS = 8
@@ -18,7 +19,8 @@ COMPARE_MAX_RUNS = 8
 @require_GET
 def runs(request):
     runs = list(selectors.run_list(user=request.user)[:200])
-    context = {"runs": runs, "presets": PRESETS.values(), "polling": any(r.is_active for r in runs)}
+    context = {"runs": runs, "presets": PRESETS.values(), "polling": any(r.is_active for r in runs),
+               "sweeps": sweep_list(user=request.user)[:20]}
     return render(request, "training/runs.html", context)
 
 

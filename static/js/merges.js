@@ -24,14 +24,14 @@ document.addEventListener("click", (e) => {
   if (tok) setN(Number(tok.dataset.merge));
 });
 
-function stop() { clearInterval(timer); timer = null; play.textContent = "▶ Play"; }
+function stop() { clearInterval(timer); timer = null; play.textContent = gettext("▶ Play"); }
 play.addEventListener("click", () => {
   if (timer) return stop();
   const max = Number(slider.max);
   if (Number(slider.value) >= max) setN(0);
   // about 200 steps from start to end; one merge at a time for small vocabularies
   const step = Math.max(1, Math.round(max / 200));
-  play.textContent = "❚❚ Pause";
+  play.textContent = gettext("❚❚ Pause");
   timer = setInterval(() => {
     const next = Number(slider.value) + step;
     setN(next);

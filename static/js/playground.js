@@ -44,7 +44,7 @@ async function writeUrl() {
   const url = `${location.pathname}?${params}`;
   const note = document.getElementById("link-note");
   if (url.length > LINK_MAX) {
-    note.textContent = `text too long to share in a link (${Math.round(url.length / 1024)} KB compressed)`;
+    note.textContent = interpolate(gettext("text too long to share in a link (%s KB compressed)"), [Math.round(url.length / 1024)]);
     history.replaceState(null, "", location.pathname + "?" + new URLSearchParams(params.getAll("t").map((t) => ["t", t])));
   } else {
     note.textContent = "";
@@ -61,9 +61,9 @@ document.getElementById("copy-link").addEventListener("click", async () => {
   const note = document.getElementById("link-note");
   try {
     await navigator.clipboard.writeText(location.href);
-    note.textContent = "link copied";
+    note.textContent = gettext("link copied");
   } catch {
-    note.textContent = "copy the address bar: it holds this view";
+    note.textContent = gettext("copy the address bar: it holds this view");
   }
 });
 

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pyte
 def test_a_visitor_walks_from_the_home_page_through_the_navigation(page, processes, screenshots):
     url = processes.asgi_server()
     page.goto(url + "/")
-    expect(page.locator(".journey .step")).to_have_count(4)
+    expect(page.locator(".journey .step")).to_have_count(5)  # four steps and the explorer
     page.screenshot(path=screenshots / "home.png", full_page=True)
     page.get_by_role("link", name="Tokenizers", exact=True).click()
     expect(page).to_have_url(url + "/tokenizers/")
@@ -73,6 +73,7 @@ def test_narrow_screens_keep_the_navigation_usable(browser, processes):
     page.goto(url + "/")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"page scrolls sideways on a phone ({width}px)"
+    page.get_by_role("button", name="Menu").click()  # the links fold behind a menu button on a phone
     page.locator("nav a", has_text="System").click()
     expect(page.locator("h1")).to_have_text("System")
     context.close()

@@ -62,7 +62,7 @@ def test_the_3d_scene_draws_and_clicking_a_head_opens_its_heatmap(webgl_page, la
     page.goto(f"{url}/explorer/?model=checkpoint:{latest.pk}&text={quote(TEXT)}")
     expect(page.locator("#trace-status")).to_have_attribute("data-status", "ready", timeout=60_000)
     key = page.locator("#trace-status").get_attribute("data-key")
-    expect(page.locator("body")).to_have_attribute("data-trace", key)  # fetched, parsed and drawn
+    expect(page.locator("body")).to_have_attribute("data-trace", key, timeout=30_000)  # fetched, parsed and drawn
     assert page.evaluate("document.body.dataset.webgl") == "on"
     expect(page.locator("#tokens .tk")).to_have_count(len(TEXT))
 
@@ -149,3 +149,31 @@ def test_without_webgl_the_2d_views_still_work_and_bad_input_gets_a_message(brow
     page.goto(f"{url}/explorer/?model=checkpoint:99999")
     expect(page.locator("#explorer-problem")).to_contain_text("does not exist any more")
     context.close()
+
+
+def test_a_deep_model_folds_its_middle_blocks_and_opens_the_selected_one(webgl_page, processes, screenshots):
+    """Six blocks: the first two and the last are drawn, the middle three fold into one slab with their count;
+    choosing a folded block draws its row; the toolbar's button unfolds them all. The selected block is opened up
+    into its operations beside the tower."""
+    page = webgl_page
+    ada = User.objects.create_user("ada", password="pw-analytical-1843")
+    _, checkpoints = tiny_run(owner=ada, tokenizer=char_tokenizer(), n_layer=6, n_head=2, n_embd=16, block_size=32)
+    url = processes.asgi_server()
+    processes.worker("infer", "infer@explorer")
+    _sign_in(page, url)
+    page.goto(f"{url}/explorer/?model=checkpoint:{checkpoints[-1].pk}&text={quote('ROMEO: soft')}")
+    expect(page.locator("#trace-status")).to_have_attribute("data-status", "ready", timeout=120_000)
+    expect(page.locator("body")).to_have_attribute("data-trace", page.locator("#trace-status").get_attribute("data-key"),
+                                                   timeout=30_000)
+    fold = page.locator("#scene-fold")
+    expect(fold).to_have_text("show all 6 blocks")
+    assert page.evaluate("window.explorerScene.shown") == [0, 1, 5]
+    assert page.evaluate("window.explorerScene.opsLayer") == 0  # the selected block, opened up
+    page.locator("#layer").select_option("3")
+    assert page.evaluate("window.explorerScene.shown") == [0, 1, 3, 5]
+    assert page.evaluate("window.explorerScene.opsLayer") == 3
+    fold.click()
+    expect(fold).to_have_text("fold the middle blocks")
+    assert page.evaluate("window.explorerScene.shown") == [0, 1, 2, 3, 4, 5]
+    page.wait_for_timeout(500)
+    page.screenshot(path=screenshots / "explorer-unfolded.png")

@@ -145,11 +145,14 @@ def test_grid_refuses_a_budget_too_small_for_its_shapes():
 
 def test_the_cpu_preset_fits_in_twenty_minutes_and_brackets_its_target_ratio():
     rows = CPU_PRESET.grid(vocab_size=65)
-    assert sum(r.seconds for r in rows) < 15 * 60  # training time; evaluation and start-up fit in the rest
+    assert sum(r.seconds for r in rows) < 20 * 60  # the estimate at the preset's assumed speed (a guess, see there)
     for budget in CPU_PRESET.budgets:
         ratios = [r.tokens_per_param for r in rows if r.budget == budget]
-        assert len(ratios) == 3 and min(ratios) < CPU_PRESET.tokens_per_param < max(ratios)
-        assert min(r.steps for r in rows if r.budget == budget) >= 300  # long enough to mean something
+        assert len(ratios) == CPU_PRESET.per_budget and min(ratios) < CPU_PRESET.tokens_per_param < max(ratios)
+        # the smallest size trains thousands of steps; the largest at least plan_grid's floor: it is there to be
+        # too big for the budget, the far wall of the valley
+        assert max(r.steps for r in rows if r.budget == budget) >= 900
+        assert min(r.steps for r in rows if r.budget == budget) >= 50
 
 
 def test_the_window_of_sizes_follows_the_target_ratio():

@@ -19,4 +19,5 @@ TORCH_FREE = (
     "workers.gpt.formats.hf",
     "workers.gpt.formats.safetensors",
     "workers.gpt.formats.llmlab",
+    "workers.gpt.scaling",
 )

@@ -142,9 +142,27 @@ class SweepPreset:
     flops_per_s: float  # the throughput the time estimate assumes (FLOP/s achieved, not peak)
     step_s: float  # the fixed cost of one optimizer step, whatever its size
     tokens_per_param: float = CHINCHILLA["tokens_per_param"]  # where each budget's window of sizes is centred
+    # the peak learning rate of a model of width lr_width; wider models get learning_rate · lr_width / n_embd (the
+    # 1/width rule of muP-style transfer for Adam), narrower ones no more than learning_rate
+    learning_rate: float = 1e-2
+    lr_width: int = 64
+    eval_iters: int = 20  # batches per final loss estimate: ~0.01 noise on a 2048-token batch
 
     def base(self, *, vocab_size: int) -> dict:
         return {**self.model, "vocab_size": vocab_size}
+
+    def lr_for(self, n_embd: int) -> float:
+        return self.learning_rate * min(1.0, self.lr_width / n_embd)
+
+    def train_config(self, row: GridRow) -> dict:
+        """TrainConfig fields of one grid row's run: the row's steps, a warmup of 5 % of them, cosine decay to a
+        tenth over the whole run (Chinchilla: the schedule's length matches the run's), one evaluation at the end
+        besides the one at step 0, and a checkpoint halfway so a lost worker's run resumes instead of restarting."""
+        lr = self.lr_for(row.n_embd)
+        return {"batch_size": row.batch_size, "grad_accum": 1, "max_steps": row.steps, "learning_rate": lr,
+                "min_lr": lr / 10, "warmup_steps": max(1, row.steps // 20), "weight_decay": 0.1, "beta2": 0.99,
+                "eval_interval": row.steps, "eval_iters": self.eval_iters,
+                "checkpoint_interval": max(1, row.steps // 2), "keep_last": 1}
 
     def grid(self, *, vocab_size: int, flops_per_s: float | None = None) -> list[GridRow]:
         return plan_grid(budgets=list(self.budgets), shapes=list(self.shapes), base=self.base(vocab_size=vocab_size),
@@ -153,23 +171,30 @@ class SweepPreset:
                          tokens_per_param=self.tokens_per_param)
 
 
-# nanoGPT's CPU Shakespeare recipe (0.8M parameters, block 64, batch 12) trains 2000 steps in about two minutes on
-# two cores: ~60 ms a step for 4e9 FLOPs, ≈ 6e10 FLOP/s achieved. Smaller models do not get proportionally faster:
-# about 20 ms a step is overhead whatever the size (measured here with one thread: a 58k-parameter model took
-# ~100 ms a step on a machine loaded ten-fold, so ~20 ms unloaded). Hence batches of 32 (fewer, fuller steps) and
-# four budgets a factor 2 apart, three sizes each, ~19k steps: about 13 minutes, leaving room for evaluation and
-# start-up inside 20 minutes. The models (27k to 190k parameters) are tiny on purpose. Each budget's sizes are
-# centred on 40 tokens/parameter, not Chinchilla's 20: in a micro-sweep on this corpus (budgets 5e10-2e11, at most
-# 750 steps) the smallest of three sizes won at every budget, so tiny character models trained briefly want more
-# data per parameter than large language models do; centring higher keeps the valley inside the sizes tried.
+# Two CPU cores. Step counts, not FLOPs, decide the wall time of models this small: a fixed cost per step (Python,
+# the optimizer, kernel launches) dominates them. Hence batches of 64 and a ladder of four budgets a factor 2 apart
+# (1e11 to 8e11 FLOPs), five sizes each, ~25k steps in all: at ~40 ms a step on two idle cores (a guess; on this
+# machine shared eight ways a step took ~250 ms) about 19 minutes.
+# Why these sizes (1 layer of 12 to 3 layers of 64: 2.5k to 150k non-embedding parameters): pilot runs on
+# shakespeare.txt (batch 64, context 64, lr 1e-2, one thread on a heavily loaded machine) gave final val losses
+#   at 1e11 FLOPs: 2.28 for 2.5k parameters (1003 steps), 2.26 for 4.1k (659), 2.30 for 8.5k (352), 2.56 for 27k (116)
+#   at 3e11 FLOPs: 2.08 for 4.1k (1977 steps), 1.99 for 8.5k (1055), 2.25 for 27k (349), 2.67 for 59k (172),
+#                  3.12 for 152k (69)
+# Both valleys are bracketed: parabolas put N_opt at 4.2k (1e11) and 8.2k (3e11), ~600 and ~540 tokens/parameter.
+# At budgets a CPU affords, short runs leave the larger models optimization-limited, so the optimum sits at
+# hundreds of tokens per parameter, not Chinchilla's 20 (an earlier micro-sweep centred on 20, three sizes per
+# budget, had the smallest size best at every budget and fitted nothing). So each budget's five sizes are centred
+# on 300 tokens/parameter and reach down to models of a few thousand parameters. The whole 20-run preset was not run
+# end to end on an idle machine (tests/benchmarks/test_scaling_sweep.py does that).
 CPU_PRESET = SweepPreset(
     key="shakespeare-char-cpu-sweep", label="Shakespeare char, CPU sweep",
-    description="12 runs: 4 budgets (5e11 to 4e12 FLOPs) × 3 sizes (27k-190k parameters); ~13 minutes on 2 cores.",
+    description="20 runs: 4 budgets (1e11 to 8e11 FLOPs) × 5 sizes (2.5k-150k parameters); ~20 minutes on 2 idle "
+                "cores.",
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
-    budgets=(5e11, 1e12, 2e12, 4e12),
-    shapes=(Shape(2, 2, 32), Shape(2, 2, 48), Shape(2, 4, 64), Shape(3, 4, 72), Shape(3, 4, 96), Shape(4, 4, 128)),
-    model=dict(block_size=64, dropout=0.0, bias=False), batch_size=32, per_budget=3, flops_per_s=6e10, step_s=0.02,
-    tokens_per_param=40.0,
+    budgets=(1e11, 2e11, 4e11, 8e11),
+    shapes=(Shape(1, 2, 12), Shape(1, 2, 16), Shape(1, 2, 24), Shape(2, 2, 32), Shape(2, 4, 48), Shape(3, 4, 64)),
+    model=dict(block_size=64, dropout=0.0, bias=False), batch_size=64, per_budget=5, flops_per_s=6e10, step_s=0.04,
+    tokens_per_param=300.0,
 )
 
 # One GPU (an A100-class card doing ~5e13 FLOP/s on these small shapes): five budgets a factor 2 apart from 1e15,
@@ -185,7 +210,18 @@ GPU_PRESET = SweepPreset(
     model=dict(block_size=256, dropout=0.0, bias=False), batch_size=128, per_budget=5, flops_per_s=5e13, step_s=0.008,
 )
 
-SWEEP_PRESETS = {p.key: p for p in (CPU_PRESET, GPU_PRESET)}
+# A look at the machinery in a few minutes, not a measurement: context 16, batches of 8, models of 1k-27k
+# parameters, budgets small enough that each run is a few hundred steps. Its valleys are too shallow to trust.
+TINY_PRESET = SweepPreset(
+    key="tiny-char-sweep", label="Tiny smoke sweep",
+    description="12 runs of a few hundred steps each (1k-27k parameters, context 16): the machinery, in minutes.",
+    corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
+    budgets=(5e8, 1e9, 2e9, 4e9),
+    shapes=(Shape(1, 1, 8), Shape(1, 2, 12), Shape(1, 2, 16), Shape(1, 2, 24), Shape(2, 2, 32)),
+    model=dict(block_size=16, dropout=0.0, bias=False), batch_size=8, per_budget=3, flops_per_s=6e10, step_s=0.02,
+)
+
+SWEEP_PRESETS = {p.key: p for p in (CPU_PRESET, GPU_PRESET, TINY_PRESET)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

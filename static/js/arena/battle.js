@@ -12,11 +12,16 @@ function part(side, what) {
   return document.querySelector(`#side-${side} [data-${what}]`);
 }
 
+// A side's status in the reader's language; the badge keeps the value itself in data-status.
+const STATUS_WORDS = {queued: gettext("queued"), running: gettext("running"), done: gettext("done"),
+                      failed: gettext("failed"), stopped: gettext("stopped")};
+
 function setStatus(side, status) {
   sides[side].status = status;
   const badge = part(side, "status");
   if (badge) {
-    badge.textContent = status;
+    badge.dataset.status = status;
+    badge.textContent = STATUS_WORDS[status] || status;
     badge.className = `badge status-${status === "done" ? "succeeded" : status}`;
   }
 }
@@ -50,9 +55,9 @@ function updateVote() {
   document.querySelectorAll("#vote [data-vote]").forEach((b) => { b.disabled = !complete; });
   const note = document.getElementById("vote-note");
   if (!note) return;
-  if (complete) note.textContent = "Both answers are in: vote, then see who they were.";
-  else if (done) note.textContent = "An answer did not complete, so this battle cannot be judged: start another.";
-  else note.textContent = "Voting opens when both answers have finished.";
+  if (complete) note.textContent = gettext("Both answers are in: vote, then see who they were.");
+  else if (done) note.textContent = gettext("An answer did not complete, so this battle cannot be judged: start another.");
+  else note.textContent = gettext("Voting opens when both answers have finished.");
 }
 
 function follow() {
@@ -65,8 +70,8 @@ function follow() {
   if (uid === current && ws) return; // the same battle re-rendered (a refused vote): keep streaming
   if (ws) ws.close();
   current = uid;
-  sides.a = {count: 0, gap: false, status: part("a", "status").textContent.trim()};
-  sides.b = {count: 0, gap: false, status: part("b", "status").textContent.trim()};
+  sides.a = {count: 0, gap: false, status: part("a", "status").dataset.status};
+  sides.b = {count: 0, gap: false, status: part("b", "status").dataset.status};
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   ws = new WebSocket(scheme + location.host + battle.dataset.ws);
   ws.addEventListener("message", (e) => {
@@ -79,7 +84,7 @@ function follow() {
   ws.addEventListener("close", (e) => {
     if (e.code === 4401 || e.code === 4403) {
       const note = document.getElementById("vote-note");
-      if (note) note.textContent = "This battle is not yours to watch: sign in as its owner or start one.";
+      if (note) note.textContent = gettext("This battle is not yours to watch: sign in as its owner or start one.");
     }
   });
 }

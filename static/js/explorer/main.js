@@ -49,6 +49,7 @@ async function startScene() {
       onHoverToken: setHover,
       onSelectHead: (l, h) => select(l, h),
       onSelectToken: setTok,
+      onUnfold: () => setUnfolded(true),
     });
     document.body.dataset.webgl = "on";
     if (trace) buildScene();
@@ -65,8 +66,24 @@ function buildScene() {
   $("scene-placeholder")?.remove();
   scene.build(trace, state);
   scene.setHoverToken(state.hover);
+  markFold();
   window.explorerScene = scene; // for the browser test's pixel check
 }
+
+// a deep model's blocks fold to the first two, the selected and the last; the button (or a click on the folded
+// slab) shows them all, and folds them again
+function markFold() {
+  const b = $("scene-fold");
+  b.hidden = !trace || trace.L <= 4;
+  if (b.hidden) return;
+  b.setAttribute("aria-pressed", String(!scene.folded));
+  b.textContent = scene.folded ? `show all ${trace.L} blocks` : `fold the middle blocks`;
+}
+function setUnfolded(unfolded) {
+  scene?.setUnfolded(unfolded);
+  markFold();
+}
+$("scene-fold").addEventListener("click", () => setUnfolded(scene.folded));
 
 function drawAll() {
   if (!trace) return;
@@ -181,7 +198,7 @@ function walkTo(k) {
   if (!trace) return;
   drawWalk();
   const key = STEPS[k].key;
-  const kind = { embedding: "embedding", attention: "head", mlp: "mlp", residual: "residual", logits: "logits", probabilities: "logits" }[key];
+  const kind = { embedding: "embedding", attention: "attention", mlp: "mlp", residual: "residual", logits: "logits", probabilities: "logits" }[key];
   scene?.focus(kind, state.layer, state.head, state.tok);
 }
 $("walk-prev").addEventListener("click", () => walkTo(Math.max(0, state.step - 1)));

@@ -2,6 +2,10 @@
 // row: the residual stream at the left (one cell per token, its colour and depth the norm of that token's vector),
 // the attention heads as panels showing their patterns, and the MLP's strongest neurons as bars at the right.
 //
+// A deep model is folded: the first two blocks, the selected one and the last are drawn, the rest stand as one slab
+// with their count (click it, or the toolbar's button, to unfold them all). The selected block is also drawn opened
+// up into its operations, each with the shape of the tensor it makes, at its right.
+//
 // Built to stay interactive for SmolLM2 (30 layers x 9 heads) at hundreds of tokens: every head of every layer is
 // one instance of ONE instanced mesh drawing from ONE array texture (a layer per model layer, the heads side by
 // side), the residual cells are one instanced mesh, the bars another. It renders on demand, not every frame.
@@ -14,6 +18,9 @@ const P = 1.0; // a head panel's side
 const GAP = 0.16; // between panels
 const PITCH = 1.45; // between layers
 const WALL_GAP = 0.7; // between the residual wall, the heads and the MLP bars
+const FOLD = 1.1; // the height a folded run of blocks takes
+const FOLD_ABOVE = 4; // deeper models than this are folded
+const FOCUS_DIR = [0.22, 0.1, 1]; // the walk-through looks at each part from here: nearly face on, a little turned
 
 const VERTEX = /* glsl */ `
   attribute float aHead;
@@ -67,7 +74,7 @@ function paletteTexture() {
 }
 
 function textSprite(text, { height = 0.3, color = "#e8e9ec", weight = "600", background = null } = {}) {
-  const px = 48, pad = 12;
+  const px = 56, pad = 14;
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d");
   ctx.font = `${weight} ${px}px system-ui, sans-serif`;
@@ -101,10 +108,10 @@ export function webglAvailable() {
 }
 
 export class Scene {
-  constructor(container, { onHoverToken, onSelectHead, onSelectToken, tip }) {
+  constructor(container, { onHoverToken, onSelectHead, onSelectToken, onUnfold, tip }) {
     this.container = container;
     this.tip = tip;
-    this.cb = { onHoverToken, onSelectHead, onSelectToken };
+    this.cb = { onHoverToken, onSelectHead, onSelectToken, onUnfold };
     this.renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
     this.renderer.outputColorSpace = THREE.SRGBColorSpace;
@@ -182,10 +189,26 @@ export class Scene {
     return t && t.T === trace.T && t.L === trace.L && t.H === trace.H && t.K === trace.K;
   }
 
-  build(trace, state) {
-    const keepCamera = this.sameShape(trace);
+  // the blocks drawn: all of a shallow model (or an unfolded one); of a deep one the first two, the selected, the last
+  shownLayers(L, selected) {
+    if (L <= FOLD_ABOVE || this.unfolded) return Array.from({ length: L }, (_, l) => l);
+    return [...new Set([0, 1, selected, L - 1])].filter((l) => l >= 0 && l < L).sort((a, b) => a - b);
+  }
+
+  get folded() { return !!this.trace && this.trace.L > FOLD_ABOVE && !this.unfolded; }
+
+  setUnfolded(unfolded) {
+    this.unfolded = unfolded;
+    if (!this.trace) return;
+    this.build(this.trace, this.state, { keepCamera: false });
+  }
+
+  build(trace, state, { keepCamera = this.sameShape(trace) } = {}) {
     this.clear();
     this.trace = trace;
+    this.state = state;
+    this.opsMesh = null;
+    this.opsLayer = -1;
     const { T, L, H, K } = trace;
     const root = (this.root = new THREE.Group());
     this.scene.add(root);
@@ -195,9 +218,27 @@ export class Scene {
     const cw = wallW / T;
     const x0 = -wallW - WALL_GAP; // the residual wall spans [x0, x0 + wallW]
     const xm = headsW + WALL_GAP; // the MLP bars start here
+    const xOps = xm + K * 0.18 + WALL_GAP; // the selected block's operations start here
     const yEmb = 0, yTok = -0.9 * PITCH;
-    const yLayer = (l) => (l + 1) * PITCH;
-    this.geo = { headsW, wallW, cw, x0, xm, yEmb, yTok, yLayer, yTop: yLayer(L - 1) + PITCH };
+    // one row per shown block, bottom to top; a run of folded blocks between two shown ones takes FOLD
+    const shown = (this.shown = this.shownLayers(L, state.layer));
+    const rowY = new Map(), folds = [];
+    let y = PITCH;
+    shown.forEach((l, k) => {
+      if (k > 0 && l - shown[k - 1] > 1) {
+        folds.push({ from: shown[k - 1] + 1, to: l - 1, y: y - PITCH / 2 + FOLD / 2 });
+        y += FOLD;
+      }
+      rowY.set(l, y);
+      y += PITCH;
+    });
+    const yLayer = (l) => rowY.get(l) ?? yEmb; // a folded block has no row (its instances are hidden)
+    const isShown = (l) => rowY.has(l);
+    const yLast = yLayer(L - 1);
+    this.geo = { headsW, wallW, cw, x0, xm, xOps, yEmb, yTok, yLayer, isShown, yLast, yTop: yLast + PITCH, folds };
+    // labels grow with the model's width, so that framing all of it still leaves them readable
+    this.ls = Math.min(2.2, Math.max(1, (xOps + 6 - x0) / 15));
+    const hidden = new THREE.Matrix4().makeScale(1e-6, 1e-6, 1e-6); // a folded block's instance: nothing to see or hit
 
     // every head panel: one instanced mesh; the attention of layer l is layer l of one array texture
     const rows = new Uint8Array(L * T * H * T), full = trace.full;
@@ -225,8 +266,7 @@ export class Scene {
     const heads = (this.heads = new THREE.InstancedMesh(panel, mat, L * H));
     const m = new THREE.Matrix4();
     for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) {
-      m.makeTranslation(h * (P + GAP) + P / 2, yLayer(l), 0);
-      heads.setMatrixAt(l * H + h, m);
+      heads.setMatrixAt(l * H + h, isShown(l) ? m.makeTranslation(h * (P + GAP) + P / 2, yLayer(l), 0) : hidden);
     }
     heads.computeBoundingSphere();
     root.add(heads);
@@ -240,6 +280,7 @@ export class Scene {
     const wall = (this.wall = new THREE.InstancedMesh(cell, new THREE.MeshLambertMaterial(), (L + 1) * T));
     const color = new THREE.Color();
     for (let r = 0; r <= L; r++) for (let t = 0; t < T; t++) {
+      if (r > 0 && !isShown(r - 1)) { wall.setMatrixAt(r * T + t, hidden); wall.setColorAt(r * T + t, color.setRGB(0, 0, 0)); continue; }
       const v = n01(norms[r * T + t]);
       m.makeScale(1, 1, 0.08 + 0.9 * v).setPosition(x0 + (t + 0.5) * cw, r === 0 ? yEmb : yLayer(r - 1), (0.08 + 0.9 * v) / 2);
       wall.setMatrixAt(r * T + t, m);
@@ -249,22 +290,39 @@ export class Scene {
     root.add(wall);
     // each token's column rising through the layers: faint lines joining its cells
     const pts = [];
-    for (let t = 0; t < T; t++) pts.push(x0 + (t + 0.5) * cw, yTok, 0, x0 + (t + 0.5) * cw, yLayer(L - 1), 0);
+    for (let t = 0; t < T; t++) pts.push(x0 + (t + 0.5) * cw, yTok, 0, x0 + (t + 0.5) * cw, yLast, 0);
     const lines = new THREE.LineSegments(new THREE.BufferGeometry().setAttribute("position", new THREE.Float32BufferAttribute(pts, 3)),
       new THREE.LineBasicMaterial({ color: 0x5b6170, transparent: true, opacity: 0.35 }));
     root.add(lines);
     // the hovered token's column, and the followed token's
-    this.columnMark = new THREE.Mesh(new THREE.BoxGeometry(cw, yLayer(L - 1) - yTok + PITCH * 0.5, 0.02),
+    this.columnMark = new THREE.Mesh(new THREE.BoxGeometry(cw, yLast - yTok + PITCH * 0.5, 0.02),
       new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.16, depthWrite: false }));
     this.columnMark.visible = false;
     root.add(this.columnMark);
+    // the followed token's column: its vector rises through every block to the logits
+    this.followMark = new THREE.Mesh(new THREE.BoxGeometry(cw * 1.1, yLast - yTok + PITCH * 0.5, 0.02),
+      new THREE.MeshBasicMaterial({ color: 0x6f8cff, transparent: true, opacity: 0.32, depthWrite: false }));
+    root.add(this.followMark);
+    // the folded runs of blocks: a translucent slab each, with their count (raycast: a click unfolds them)
+    this.foldMeshes = folds.map((f) => {
+      const slab = new THREE.Mesh(new THREE.BoxGeometry(xm + K * 0.18 - x0, FOLD * 0.62, 0.5),
+        new THREE.MeshLambertMaterial({ color: 0x39405a, transparent: true, opacity: 0.75 }));
+      slab.position.set((x0 + xm + K * 0.18) / 2, f.y, 0);
+      root.add(slab);
+      const count = f.to - f.from + 1;
+      const label = textSprite(`⋮ ${count} more blocks (layers ${f.from}–${f.to}), the same shape · click to unfold`,
+        { height: 0.4 * this.ls, color: "#e8ecf6" });
+      label.position.set(0, f.y, 0.6);
+      root.add(label);
+      return slab;
+    });
 
     // tokens along the bottom: tiles, and their text on one canvas texture
     const tiles = (this.tiles = new THREE.InstancedMesh(new THREE.BoxGeometry(cw * 0.86, 0.25, 0.25),
       new THREE.MeshLambertMaterial({ color: 0x8fa2e8 }), T));
     for (let t = 0; t < T; t++) { m.makeTranslation(x0 + (t + 0.5) * cw, yTok, 0.12); tiles.setMatrixAt(t, m); }
     root.add(tiles);
-    root.add(this.tokenStrip(trace, x0, wallW, yTok - 0.2));
+    root.add((this.strip = this.tokenStrip(trace, x0, wallW, yTok - 0.2)));
 
     // the MLP: per layer its K strongest neurons, bar height = peak activation
     let vmax = 1e-6;
@@ -272,6 +330,7 @@ export class Scene {
     const bars = (this.bars = new THREE.InstancedMesh(new THREE.BoxGeometry(0.13, 1, 0.13), new THREE.MeshLambertMaterial(), L * K));
     this.peaks = new Float32Array(L * K);
     for (let l = 0; l < L; l++) for (let k = 0; k < K; k++) {
+      if (!isShown(l)) { bars.setMatrixAt(l * K + k, hidden); bars.setColorAt(l * K + k, color.setRGB(0, 0, 0)); continue; }
       let peak = 0;
       for (let t = 0; t < T; t++) peak = Math.max(peak, trace.neuronValue(l, k, t));
       this.peaks[l * K + k] = peak;
@@ -291,6 +350,82 @@ export class Scene {
     this.setToken(state.tok);
     if (!keepCamera) this.preset(state.cam, false);
     this.render();
+  }
+
+  // The selected block opened up: its attention and its MLP as rows of operations, each with the tensor it makes.
+  // One canvas on one plane at the block's right, at the block's height; rebuilt when another block is selected.
+  buildOps(l) {
+    this.opsMesh?.removeFromParent();
+    this.opsMesh?.geometry.dispose();
+    this.opsMesh?.material.map?.dispose();
+    this.opsMesh?.material.dispose();
+    const c = this.trace.config, T = this.trace.T;
+    const norm = c.norm === "rmsnorm" ? "RMSNorm" : "LayerNorm";
+    const kv = c.n_kv_head !== c.n_head ? `k,v (T, n_kv_head, head_size) = (${T}, ${c.n_kv_head}, ${c.head_size})` : null;
+    const act = c.mlp === "swiglu" ? ["SiLU(gate) × up", `(T, ${c.intermediate_size})`] : ["GELU", `(T, ${c.intermediate_size})`];
+    const rows = [
+      [`block ${l} · attention`, [
+        ["x", `(T, C) = (${T}, ${c.n_embd})`], [norm, "(T, C)"],
+        kv ? ["q (T, n_head, head_size)", `= (${T}, ${c.n_head}, ${c.head_size}); ${kv}`]
+          : ["q,k,v (T, n_head, head_size)", `= (${T}, ${c.n_head}, ${c.head_size})`],
+        [`softmax(q·kᵀ/√${c.head_size} + mask)`, `(n_head, T, T) = (${c.n_head}, ${T}, ${T})`],
+        ["weights · v", `(T, n_head, head_size)`], ["out projection", `(T, C) = (${T}, ${c.n_embd})`], ["x + …", "(T, C)"]]],
+      [`block ${l} · MLP`, [
+        ["x", `(T, C) = (${T}, ${c.n_embd})`], [norm, "(T, C)"],
+        [c.mlp === "swiglu" ? "gate, up projections" : "up projection", `(T, ${c.intermediate_size})`], act,
+        ["down projection", `(T, C) = (${T}, ${c.n_embd})`], ["x + …", "(T, C)"]]],
+    ];
+    // two columns, read top to bottom like the code: attention, then the MLP (each adds back into x)
+    const px = 32, small = 27, pad = 16, boxH = 92, gapY = 40, gapX = 60, titleH = 64;
+    const canvas = document.createElement("canvas");
+    const ctx = canvas.getContext("2d");
+    const bold = `600 ${px}px system-ui, sans-serif`, mono = `${small}px ui-monospace, monospace`;
+    const textW = (font, text) => { ctx.font = font; return ctx.measureText(text).width; };
+    const colW = rows.map(([title, ops]) => Math.ceil(Math.max(textW(bold, title),
+      ...ops.map(([a, b]) => Math.max(textW(bold, a), textW(mono, b)) + 2 * pad))));
+    const n = Math.max(...rows.map(([, ops]) => ops.length));
+    canvas.width = colW.reduce((a, b) => a + b, 0) + gapX * (rows.length + 1);
+    canvas.height = titleH + n * boxH + (n - 1) * gapY + 30;
+    ctx.fillStyle = "rgba(28, 32, 44, 0.94)";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.textBaseline = "middle";
+    let x = gapX;
+    rows.forEach(([title, ops], r) => {
+      const w = colW[r];
+      ctx.fillStyle = r === 0 ? "#9fb4ff" : "#ffc48a";
+      ctx.font = bold;
+      ctx.fillText(title, x, titleH / 2 + 4);
+      ops.forEach(([name, shape], k) => {
+        const y = titleH + k * (boxH + gapY);
+        ctx.fillStyle = r === 0 ? "#26345e" : "#4a3520";
+        ctx.strokeStyle = r === 0 ? "#6f8cff" : "#e39a4f";
+        ctx.lineWidth = 3;
+        ctx.beginPath(); ctx.roundRect(x, y, w, boxH, 10); ctx.fill(); ctx.stroke();
+        ctx.fillStyle = "#f2f4fa"; ctx.font = bold; ctx.fillText(name, x + pad, y + boxH * 0.32);
+        ctx.fillStyle = "#c9d0dd"; ctx.font = mono; ctx.fillText(shape, x + pad, y + boxH * 0.72);
+        if (k < ops.length - 1) { ctx.fillStyle = "#c9d0dd"; ctx.font = bold; ctx.fillText("↓", x + w / 2 - 8, y + boxH + gapY / 2); }
+      });
+      x += w + gapX;
+    });
+    this.opsSplit = (gapX * 1.5 + colW[0]) / canvas.width; // where the attention column ends, as a fraction
+    const tex = new THREE.CanvasTexture(canvas);
+    tex.colorSpace = THREE.SRGBColorSpace;
+    tex.anisotropy = 8;
+    // as tall as the drawn tower (between 5 and 10 units), beside it; a bracket joins it to the selected block's row
+    const { xOps, xm, yTok, yTop, yLayer } = this.geo;
+    const h = Math.min(10, Math.max(5, yTop - yTok)), w = (h * canvas.width) / canvas.height;
+    const yc = Math.max((yTok + yTop) / 2, yLayer(l) - h / 2 + 0.6);
+    const mesh = (this.opsMesh = new THREE.Mesh(new THREE.PlaneGeometry(w, h),
+      new THREE.MeshBasicMaterial({ map: tex, transparent: true, depthWrite: false })));
+    mesh.position.set(xOps + w / 2, Math.min(yc, yLayer(l) + h / 2 - 0.6), 0.05);
+    const x1 = xm + this.trace.K * 0.18 + 0.05, y = yLayer(l), top = mesh.position.y + h / 2, bottom = top - h;
+    const bracket = new THREE.Line(new THREE.BufferGeometry().setFromPoints([
+      new THREE.Vector3(x1, y + P / 2, 0.05), new THREE.Vector3(xOps - 0.05, top, 0.05),
+      new THREE.Vector3(xOps - 0.05, bottom, 0.05), new THREE.Vector3(x1, y - P / 2, 0.05)]),
+      new THREE.LineBasicMaterial({ color: 0x6f8cff, transparent: true, opacity: 0.7 }));
+    mesh.add(bracket);
+    bracket.position.set(-mesh.position.x, -mesh.position.y, 0);
+    this.root.add(mesh);
   }
 
   tokenStrip(trace, x0, wallW, y) {
@@ -333,8 +468,8 @@ export class Scene {
       const x = r * (w + 0.2) + w / 2;
       bar.position.set(x, yTop + hgt / 2, 0);
       g.add(bar);
-      const label = textSprite(`${show(trace.vocab(id))} ${(100 * p[id]).toFixed(1)}%`, { height: 0.3 });
-      label.position.set(x - w / 2, yTop + hgt + 0.25, 0.1);
+      const label = textSprite(`${show(trace.vocab(id))} ${(100 * p[id]).toFixed(1)}%`, { height: 0.3 * this.ls });
+      label.position.set(x - w / 2, yTop + hgt + 0.2 * this.ls, 0.1);
       g.add(label);
     });
     this.root.add(g);
@@ -344,25 +479,27 @@ export class Scene {
     const { x0, xm, yEmb, yTok, yLayer, yTop } = this.geo;
     const c = trace.config, L = trace.L, T = trace.T;
     const add = (text, x, y, opts, z = 0.2) => { const s = textSprite(text, opts); s.position.set(x, y, z); this.root.add(s); return s; };
-    const muted = { height: 0.34, color: "#aab1bd", weight: "500" };
-    const small = { height: 0.26, color: "#8d94a0", weight: "500" };
-    const name = { height: 0.38, color: "#d5d9e2" };
+    const ls = this.ls;
+    const muted = { height: 0.36 * ls, color: "#b8bfcb", weight: "500" };
+    const small = { height: 0.28 * ls, color: "#a0a7b3", weight: "500" };
+    const name = { height: 0.42 * ls, color: "#e1e5ee" };
     // row names stand in front of the wall (its cells stick out toward the camera), right-aligned to its left edge
     const right = (text, y, opts) => { const s = add(text, 0, y, opts, 1.1); s.position.x = x0 - 0.25 - s.scale.x; return s; };
-    for (let l = 0; l < L; l++) right(`layer ${l}`, yLayer(l), name);
+    for (const l of this.shown) right(`layer ${l}`, yLayer(l), name);
     right(`embedding`, yEmb, name);
     right(`tokens (B=1, T=${T})`, yTok, muted);
     right(c.pos === "learned" ? `wte[token] + wpe[position]` : `wte[token] (positions: RoPE)`, yEmb - 0.45, small);
-    add(`residual stream (B, T, C=${c.n_embd})`, x0, yTop - PITCH / 2 + 0.2, muted);
-    add(`colour and depth: ‖x‖ of each token's vector`, x0, yTop - PITCH / 2 - 0.18, small);
+    add(`residual stream (B, T, C=${c.n_embd})`, x0, yTop - PITCH / 2 + 0.2 * ls, muted);
+    add(`colour and depth: ‖x‖ of each token's vector`, x0, yTop - PITCH / 2 - 0.18 * ls, small);
     const gqa = c.n_kv_head !== c.n_head ? `${c.n_head} query heads share ${c.n_kv_head} key/value heads · ` : "";
-    add(`attention (B, n_head=${c.n_head}, T, T)`, 0, yEmb + 0.05, muted, 0.6);
-    add(`${gqa}head size ${c.head_size} · row: query, column: key`, 0, yEmb - 0.32, small, 0.6);
-    add(`MLP (B, T, ${c.intermediate_size})`, xm, yEmb + 0.05, muted, 0.6);
-    add(`top ${trace.K} neurons`, xm, yEmb - 0.32, small, 0.6);
+    add(`attention (B, n_head=${c.n_head}, T, T)`, 0, yEmb + 0.1 * ls, muted, 0.6);
+    add(`${gqa}head size ${c.head_size} · row: query, column: key`, 0, yEmb - 0.26 * ls, small, 0.6);
+    add(`MLP (B, T, ${c.intermediate_size})`, xm, yEmb + 0.1 * ls, muted, 0.6);
+    add(`top ${trace.K} neurons`, xm, yEmb - 0.26 * ls, small, 0.6);
+    add(`the selected block, opened up (${L} blocks in all)`, this.geo.xOps, yEmb + 0.1 * ls, muted, 0.6);
     // above the bars (the tallest is 1.65 high, and its label sits on it)
-    add(`logits (B, T, vocab=${c.vocab_size}) → softmax → next token after “${show(trace.tokens[T - 1])}”`, 0, yTop + 2.3,
-      { height: 0.34, color: "#d5d9e2" });
+    this.logitTitle = add(`logits (B, T, vocab=${c.vocab_size}) → softmax → next token after “${show(trace.tokens[T - 1])}”`, 0,
+      yTop + 2 + 0.3 * ls, { height: 0.4 * ls, color: "#e1e5ee" });
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -370,12 +507,19 @@ export class Scene {
 
   setSelected(l, h) {
     if (!this.heads) return;
+    if (!this.geo.isShown(l)) { this.build(this.trace, this.state, { keepCamera: true }); return; } // unfold its row
     this.headUniforms.uSelected.value = l * this.trace.H + h;
+    if (this.opsLayer !== l) { this.opsLayer = l; this.buildOps(l); }
     this.render();
   }
 
   setToken(t) {
     this.followed = t;
+    if (this.followMark) {
+      const { x0, cw, yTok, yLast } = this.geo;
+      this.followMark.visible = t >= 0;
+      this.followMark.position.set(x0 + (t + 0.5) * cw, (yTok + yLast) / 2, 1.0);
+    }
     this.render();
   }
 
@@ -403,7 +547,7 @@ export class Scene {
 
   // points that outline what is drawn: the corners of every visible object's box (labels where they really are:
   // their left edge is their position), not of one box around everything, whose empty corners would waste the view
-  outline() {
+  outline(objects = this.root.children) {
     const pts = [];
     const add = (o) => {
       if (!o.visible) return;
@@ -419,7 +563,7 @@ export class Scene {
         pts.push(new THREE.Vector3(k & 1 ? box.max.x : box.min.x, k & 2 ? box.max.y : box.min.y, k & 4 ? box.max.z : box.min.z));
       }
     };
-    this.root.children.forEach(add);
+    objects.forEach(add);
     return pts;
   }
 
@@ -427,9 +571,13 @@ export class Scene {
   // until every outline point is inside the view
   preset(name, animate = true) {
     if (!this.root) return;
-    const pts = this.outline();
-    const dirs = { front: [0, 0, 1], angle: [0.55, 0.25, 0.8], side: [0.95, 0.15, 0.28], top: [0.12, 0.85, 0.5] };
-    const d = new THREE.Vector3(...(dirs[name] || dirs.angle)).normalize();
+    const dirs = { front: [0, 0, 1], angle: [0.4, 0.2, 0.9], side: [0.95, 0.15, 0.28], top: [0.12, 0.85, 0.5] };
+    this.frame(this.outline(), dirs[name] || dirs.angle, animate);
+  }
+
+  // look at the points `pts` from direction `dir`, as close as fits them all in the view
+  frame(pts, dir, animate = true, margin = 0.96) {
+    const d = new THREE.Vector3(...dir).normalize();
     const right = new THREE.Vector3(0, 1, 0).cross(d).normalize(), up = d.clone().cross(right);
     const ext = (axis) => pts.reduce(([lo, hi], p) => [Math.min(lo, p.dot(axis)), Math.max(hi, p.dot(axis))], [Infinity, -Infinity]);
     const [x0, x1] = ext(right), [y0, y1] = ext(up), [z0, z1] = ext(d);
@@ -454,23 +602,40 @@ export class Scene {
         nx0 = Math.min(nx0, ndc.x); nx1 = Math.max(nx1, ndc.x); ny0 = Math.min(ny0, ndc.y); ny1 = Math.max(ny1, ndc.y);
       }
       target.addScaledVector(right, ((nx0 + nx1) / 2) * dist * tanH).addScaledVector(up, ((ny0 + ny1) / 2) * dist * tanV);
-      dist *= Math.max((nx1 - nx0) / 2, (ny1 - ny0) / 2) / 0.96;
+      dist *= Math.max((nx1 - nx0) / 2, (ny1 - ny0) / 2) / margin;
     }
     this.moveTo(target, target.clone().addScaledVector(d, dist), animate);
   }
 
-  focus(kind, l = 0, h = 0, t = 0) {
+  // frame the part of the model a walk-through step (or a click) is about, nearly face on; `dir` keeps the
+  // current viewing direction instead (a click on a head should not swing the camera round)
+  focus(kind, l = 0, h = 0, t = 0, { keepDirection = false } = {}) {
     if (!this.geo) return;
-    const { x0, xm, cw, wallW, yEmb, yTok, yLayer, yTop } = this.geo;
-    const dir = this.camera.position.clone().sub(this.controls.target).normalize();
-    let target, dist;
-    if (kind === "head") { target = new THREE.Vector3(h * (P + GAP) + P / 2, yLayer(l), 0); dist = 2.4; }
-    else if (kind === "embedding") { target = new THREE.Vector3(x0 + wallW / 2, (yEmb + yTok) / 2, 0); dist = Math.max(4, wallW * 1.3); }
-    else if (kind === "mlp") { target = new THREE.Vector3(xm + 0.7, yLayer(l), 0); dist = 3.2; }
-    else if (kind === "residual") { target = new THREE.Vector3(x0 + (t + 0.5) * cw, (yEmb + yTop) / 2, 0); dist = (yTop - yEmb) * 1.2; }
-    else if (kind === "logits") { target = new THREE.Vector3(this.geo.headsW / 2, yTop + 0.8, 0); dist = Math.max(5, this.geo.headsW * 1.25); }
-    else return;
-    this.moveTo(target, target.clone().addScaledVector(dir, dist), true);
+    if (!this.geo.isShown(l)) this.build(this.trace, this.state, { keepCamera: true });
+    const { x0, xm, xOps, cw, wallW, yEmb, yTok, yLayer, yTop, headsW } = this.geo;
+    const K = this.trace.K, v = (x, y, z = 0) => new THREE.Vector3(x, y, z);
+    const row = (xa, xb, y, hh = P / 2 + 0.15) => [v(xa, y - hh), v(xb, y + hh)];
+    const opsW = this.opsMesh ? this.opsMesh.geometry.parameters.width : 6;
+    const opsH = this.opsMesh ? this.opsMesh.geometry.parameters.height : 3;
+    let pts;
+    if (kind === "head") {
+      const x = h * (P + GAP);
+      pts = row(x - 0.25, x + P + 0.25, yLayer(l), 0.8);
+    } else if (kind === "embedding") {
+      const stripH = this.strip.geometry.parameters.height;
+      pts = [v(x0 - 3.2 * this.ls, yTok - 0.2 - stripH), v(x0 + wallW + 0.3, yEmb + 0.5), v(x0, yEmb, 1)];
+    } else if (kind === "attention") {
+      pts = row(-0.2, headsW + 0.2, yLayer(l)).concat(row(xOps, xOps + opsW * this.opsSplit, this.opsMesh.position.y, opsH / 2));
+    } else if (kind === "mlp") {
+      pts = row(xm - 0.2, xm + K * 0.18 + 0.2, yLayer(l)).concat(row(xOps + opsW * (this.opsSplit - 0.04), xOps + opsW, this.opsMesh.position.y, opsH / 2));
+    } else if (kind === "residual") {
+      const stripH = this.strip.geometry.parameters.height;
+      pts = [v(x0 - 3 * this.ls, yTok - 0.2 - stripH, 1.1), v(x0 + wallW + 0.3, yTop + 0.4 * this.ls, 1.1), v(x0, yEmb, 0)];
+    } else if (kind === "logits") {
+      pts = this.outline([...this.logitGroup.children, this.logitTitle]).concat([v(0, this.geo.yLast)]);
+    } else return;
+    const dir = keepDirection ? this.camera.position.clone().sub(this.controls.target).normalize().toArray() : FOCUS_DIR;
+    this.frame(pts, dir, true, 0.9);
   }
 
   moveTo(target, position, animate) {
@@ -501,8 +666,9 @@ export class Scene {
     const r = this.renderer.domElement.getBoundingClientRect();
     this.pointer.set(((e.clientX - r.left) / r.width) * 2 - 1, -((e.clientY - r.top) / r.height) * 2 + 1);
     this.raycaster.setFromCamera(this.pointer, this.camera);
-    const hit = this.raycaster.intersectObjects([this.heads, this.wall, this.tiles, this.bars], false)[0];
+    const hit = this.raycaster.intersectObjects([this.heads, this.wall, this.tiles, this.bars, ...this.foldMeshes], false)[0];
     if (!hit) return null;
+    if (this.foldMeshes.includes(hit.object)) return { kind: "fold" };
     const { T, H, K } = this.trace;
     if (hit.object === this.heads) {
       const k = hit.instanceId, l = Math.floor(k / H), h = k % H;
@@ -526,7 +692,10 @@ export class Scene {
     if (!p) { this.tip.hidden = true; this.setHoverHead(-1); this.cb.onHoverToken(-1); return; }
     const tok = (t) => `“${show(tr.tokens[t])}” (${t})`;
     let text, token = -1;
-    if (p.kind === "head") {
+    if (p.kind === "fold") {
+      this.setHoverHead(-1);
+      text = `${tr.L - this.shown.length} blocks folded, each like the ones drawn · click to unfold them all`;
+    } else if (p.kind === "head") {
       this.setHoverHead(p.k);
       text = p.j > p.i
         ? `layer ${p.l} · head ${p.h}: ${tok(p.i)} cannot see ${tok(p.j)} (causal mask)`
@@ -558,9 +727,11 @@ export class Scene {
   click(e) {
     const p = this.pick(e);
     if (!p) return;
-    if (p.kind === "head") {
+    if (p.kind === "fold") {
+      this.cb.onUnfold?.();
+    } else if (p.kind === "head") {
       this.cb.onSelectHead(p.l, p.h);
-      this.focus("head", p.l, p.h);
+      this.focus("head", p.l, p.h, 0, { keepDirection: true });
     } else if (p.kind === "residual" || p.kind === "token") {
       this.cb.onSelectToken(p.t);
     }

@@ -14,9 +14,48 @@ NAV = ["Data", "Tokenizers", "Training", "Generate", "Arena", "Explorer", "Model
 
 def test_home_explains_the_four_steps_each_linked_to_its_page(client):
     html = client.get("/").content.decode()
-    for title, url in [("Data", "/data/"), ("Tokens", "/tokenizers/"), ("Pretraining", "/training/"), ("Inference", "/generate/")]:
-        assert f"<h2>{title}</h2>" in html
-        assert f'href="{url}"' in html
+    for title, url in [("Data", "/data/"), ("Tokens", "/tokenizers/"), ("Pretraining", "/training/"),
+                       ("Inference", "/generate/"), ("Inside the model", "/explorer/")]:
+        assert f'<h2><a class="step-link" href="{url}">{title}</a></h2>' in html
+    # a newcomer starts at the data
+    assert re.search(r'<a class="button big" id="start-journey" href="/data/">\s*Start the journey', html)
+
+
+def test_home_shows_the_signed_in_persons_own_corpus_run_and_model(client, tmp_path):
+    from apps.corpora.services import corpus_create
+    from tests.apps.registry.factories import make_model
+    from tests.training_fixtures import make_run
+    from apps.tokenization.services import tokenizer_char_create
+
+    ada = User.objects.create_user("ada", password="pw-analytical-1843")
+    corpus = corpus_create(name="Ada's notes", description="", owner=ada, text="hello world\n" * 200)
+    make_run(ada, corpus, tokenizer_char_create(corpus=corpus, name="ada-char"))
+    make_model(tmp_path, name="Ada's model", owner=ada)
+    User.objects.create_user("bob", password="pw-difference-1822")
+    client.login(username="bob", password="pw-difference-1822")
+    assert "Ada's notes" not in client.get("/").content.decode().replace("&#x27;", "'")  # only one's own
+    client.login(username="ada", password="pw-analytical-1843")
+    html = client.get("/").content.decode().replace("&#x27;", "'")
+    assert f'href="/data/{corpus.pk}/">Ada\'s notes</a>' in html
+    assert "Yours:" in html and ">tiny</a>" in html  # the run
+    assert "Ada's model</a>" in html and "/generate/?model=" in html
+    # the next step after the furthest one reached (a model) is the explorer
+    assert re.search(r'id="start-journey" href="/explorer/">\s*Continue the journey: Inside the model', html)
+
+
+@pytest.mark.parametrize("url, next_url", [("/data/", "/tokenizers/"), ("/tokenizers/", "/training/"),
+                                           ("/generate/", "/explorer/")])
+def test_each_steps_page_ends_with_a_link_to_the_next_step(client, url, next_url):
+    html = client.get(url).content.decode()
+    box = html[html.index('id="next-step"'):]
+    assert f'href="{next_url}"' in box[:box.index("</aside>")]
+
+
+def test_pages_off_the_journey_have_no_next_step_and_every_page_links_the_favicon(client):
+    html = client.get("/system/").content.decode()
+    assert 'id="next-step"' not in html
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in html
+    assert client.get("/static/favicon.svg").status_code == 200
 
 
 @pytest.mark.parametrize("url", ["/", "/system/", "/data/", "/accounts/login/"])

@@ -268,3 +268,11 @@ def test_a_tokenizer_whose_files_are_gone_says_so_instead_of_failing(client, tin
     assert api.status_code == 409 and "is missing" in api.json()["error"]
     html = tokenize(client, text="a", t=["tiny-bpe"]).content.decode()
     assert "cannot be loaded" in html
+
+
+def test_get_on_the_train_address_shows_the_library_form_instead_of_a_405(client, user):
+    client.force_login(user)
+    response = client.get("/tokenizers/train/", follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain == [("/tokenizers/library/#train", 302)]
+    assert 'action="/tokenizers/train/"' in response.content.decode()

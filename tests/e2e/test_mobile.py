@@ -1,0 +1,119 @@
+"""Every page on a 390 px phone: nothing scrolls sideways, nothing sticks out past the screen's edge, and the menu
+button opens a list that reaches every page of the navigation."""
+
+import pytest
+from django.urls import reverse
+from playwright.sync_api import expect
+
+from apps.system.context_processors import NAV
+from tests.apps.registry.factories import make_model
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.training_fixtures import *  # noqa: F401,F403
+from tests.training_fixtures import make_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
+
+PHONE = {"width": 390, "height": 844}
+
+# Each page as a function of the rows the test made (so ids and slugs are real ones).
+PAGES = {
+    "home": lambda rows: reverse("system:home"),
+    "data": lambda rows: reverse("corpora:list"),
+    "data-upload": lambda rows: reverse("corpora:upload"),
+    "data-detail": lambda rows: reverse("corpora:detail", args=[rows["corpus"].pk]),
+    "tokenizers": lambda rows: reverse("tokenization:playground"),
+    "tokenizers-library": lambda rows: reverse("tokenization:library"),
+    "tokenizer-detail": lambda rows: reverse("tokenization:detail", args=[rows["tokenizer"].name]),
+    "tokenizer-vocab": lambda rows: reverse("tokenization:vocab", args=[rows["tokenizer"].name]),
+    "training": lambda rows: reverse("training:runs"),
+    "training-new": lambda rows: reverse("training:new"),
+    "training-run": lambda rows: reverse("training:run", args=[rows["run"].pk]),
+    "generate": lambda rows: reverse("inference:generate") + f"?model={rows['model'].slug}",
+    "generate-api": lambda rows: reverse("inference:api"),
+    "explorer": lambda rows: reverse("explorer:page"),
+    "models": lambda rows: reverse("registry:list"),
+    "model-detail": lambda rows: reverse("registry:detail", args=[rows["model"].slug]),
+    "system": lambda rows: reverse("system:status"),
+    "login": lambda rows: reverse("system:login"),
+    "signup": lambda rows: reverse("system:signup"),
+}
+
+# What sticks out past the right (or left) edge, outside any box that scrolls or clips on purpose (a wide table in
+# its scrolling wrapper is fine; a paragraph half off the screen is not).
+CUT_OFF = """() => {
+  const W = document.documentElement.clientWidth, out = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || (r.right <= W + 1 && r.left >= -1)) continue;
+    let p = el.parentElement, contained = false;
+    for (; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== "visible") { contained = true; break; }
+    }
+    if (contained || getComputedStyle(el).position === "fixed" || el.closest("[hidden], .sr-only, template")) continue;
+    out.push(`${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className} [${Math.round(r.left)}, ${Math.round(r.right)}]`);
+  }
+  return out.slice(0, 8);
+}"""
+
+
+@pytest.fixture
+def rows(user, tiny_corpus, char_tok, tmp_path):
+    return {"corpus": tiny_corpus, "tokenizer": char_tok, "run": make_run(user, tiny_corpus, char_tok),
+            "model": make_model(tmp_path, name="Tiny phone", owner=user)}
+
+
+@pytest.fixture
+def phone(browser, processes, user):
+    url = processes.asgi_server()
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(url + "/accounts/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", "analytical-engine-1843")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".who")).to_contain_text(user.username)
+    yield page, url
+    context.close()
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_the_page_fits_a_phone_without_sideways_scrolling(phone, rows, name, screenshots):
+    page, url = phone
+    response = page.goto(url + PAGES[name](rows))
+    assert response.status == 200, f"{name}: {response.status}"
+    page.wait_for_load_state("load")
+    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
+    assert scroll_width <= inner_width, f"{name} scrolls sideways at 390 px: {scroll_width} > {inner_width}"
+    assert page.evaluate(CUT_OFF) == [], f"{name}: these stick out past the screen's edge"
+    page.screenshot(path=screenshots / f"phone-{name}.png", full_page=True)
+
+
+def test_the_menu_button_reaches_every_page(phone):
+    page, url = phone
+    page.goto(url + "/")
+    links = page.locator("#main-nav a")
+    expect(links.first).to_be_hidden()  # folded behind the button until asked
+    for key, label, url_name in NAV:
+        page.get_by_role("button", name="Menu").click()
+        expect(page.locator("#menu-button")).to_have_attribute("aria-expanded", "true")
+        link = page.locator(f'#main-nav a[data-nav="{key}"]')
+        expect(link).to_be_visible()
+        box = link.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], f"{label} is cut off in the menu"
+        link.click()
+        expect(page).to_have_url(url + reverse(url_name))
+        expect(page.locator(f'#main-nav a[data-nav="{key}"]')).to_have_attribute("aria-current", "page")
+        expect(links.first).to_be_hidden()  # a new page starts with the menu folded
+
+
+def test_generate_puts_the_prompt_and_button_above_the_folded_settings_on_a_phone(phone, rows):
+    page, url = phone
+    page.goto(url + PAGES["generate"](rows))
+    prompt = page.locator("#prompt").bounding_box()
+    go = page.locator("#go").bounding_box()
+    assert go["y"] + go["height"] < PHONE["height"], "Generate is on the first screen"
+    assert prompt["y"] < page.locator("#settings").bounding_box()["y"], "the prompt comes before the settings"
+    expect(page.locator("#temperature")).to_be_hidden()
+    page.locator("#gen-more > summary").click()
+    expect(page.locator("#temperature")).to_be_visible()
