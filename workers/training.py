@@ -78,9 +78,17 @@ def _reinforce_job():
     return ReinforceJob
 
 
-# run.kind -> the job that trains it (imported when first needed: each kind's glue brings its own libraries)
+def _finetune_job():
+    from workers.finetune import FinetuneJob
+
+    return FinetuneJob
+
+
+# run.kind -> the job that trains it (imported when first needed: each kind's glue brings its own libraries); each
+# kind changes only what goes into the same train() loop or, for grpo, which loop the same job machinery drives
 JOBS = {
     "pretrain": lambda: TrainingJob,
+    "sft": _finetune_job,
     "grpo": _reinforce_job,
 }
 
@@ -159,7 +167,7 @@ class TrainingJob:
         self.best_val = self.run.best_val_loss
         self.elapsed_base = self.run.elapsed_seconds
         self.started = time.monotonic()
-        self.tokenizer = sources.tokenizer_runtime(tokenizer_id=self.run.tokenizer_id)
+        self.tokenizer = self.runtime_tokenizer()
         self.sample_seed = train_cfg.seed
         self.recorder.start()
         if self.echo:
@@ -170,9 +178,17 @@ class TrainingJob:
             use_compile_cache()
         state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
                       on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
-                      resume=resume)
+                      resume=resume, **self.loop_inputs(model_cfg, device))
         self.recorder.close()  # everything recorded before the final state
         return self.finish(state)
+
+    def runtime_tokenizer(self):
+        """The tokenizer samples are decoded with."""
+        return sources.tokenizer_runtime(tokenizer_id=self.run.tokenizer_id)
+
+    def loop_inputs(self, model_cfg, device) -> dict:
+        """What a kind of run adds to train()'s arguments (model=, batch_fn=): pretraining builds GPT(model_cfg)."""
+        return {}
 
     def finish(self, state) -> str:
         s = self.supervisor

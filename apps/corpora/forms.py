@@ -25,3 +25,21 @@ class EncodeForm(forms.Form):
     def __init__(self, *args, tokenizers, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["tokenizer"].queryset = tokenizers
+
+
+class ConversationUploadForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    file = forms.FileField(label="JSONL file", help_text='one {"messages": [{"role": …, "content": …}]} per line')
+    val_percent = forms.FloatField(min_value=0.0, max_value=50, initial=10, label="Validation share (%)",
+                                   help_text="the last conversations are held out")
+
+
+class ConversationPreviewForm(forms.Form):
+    model = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="slug",
+                                   help_text="whose chat template and tokenizer render the conversation")
+    index = forms.IntegerField(min_value=0, initial=0, label="conversation", required=False)
+
+    def __init__(self, *args, models, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = models

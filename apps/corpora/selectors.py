@@ -20,6 +20,13 @@ def corpus_list(*, user) -> QuerySet[Corpus]:
     return Corpus.objects.visible_to(user).select_related("owner")
 
 
+def corpus_groups(*, user) -> list[dict]:
+    """The data sets a user may see, grouped by kind in Corpus.Kind's order: [{"kind", "label", "corpora"}]."""
+    corpora = list(corpus_list(user=user))
+    return [{"kind": kind, "label": label, "corpora": [c for c in corpora if c.kind == kind]}
+            for kind, label in Corpus.Kind.choices]
+
+
 def corpus_get(*, corpus_id: int, user) -> Corpus:
     """A corpus the user may see; Corpus.DoesNotExist otherwise (the views answer 404: no hint that it exists)."""
     return corpus_list(user=user).get(id=corpus_id)

@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from apps.corpora import selectors, services
+from apps.corpora import selectors, services, views_conversations
 from apps.corpora.forms import EncodeForm, SplitForm, UploadForm
 from apps.corpora.models import Corpus, Shards
 from apps.corpora.text import CorpusInputError
@@ -28,7 +28,7 @@ def _corpus_or_404(request, corpus_id: int) -> Corpus:
 
 
 def corpus_list(request):
-    return render(request, "corpora/list.html", {"corpora": selectors.corpus_list(user=request.user)})
+    return render(request, "corpora/list.html", {"groups": selectors.corpus_groups(user=request.user)})
 
 
 @login_required
@@ -97,11 +97,15 @@ def detail(request, corpus_id: int):
         from apps.corpora.taskset_views import taskset_detail
 
         return taskset_detail(request, corpus)
+    if corpus.kind == Corpus.Kind.CONVERSATIONS:
+        return render(request, "corpora/conversations.html", views_conversations.detail_context(request, corpus))
     return render(request, "corpora/detail.html", _detail_context(request, corpus))
 
 
 def preview(request, corpus_id: int):
     corpus = _corpus_or_404(request, corpus_id)
+    if corpus.kind == Corpus.Kind.CONVERSATIONS:
+        return views_conversations.preview(request, corpus)
     try:
         offset = int(request.GET.get("offset", 0))
     except ValueError:

@@ -51,7 +51,14 @@ def model_lineage(model: Model) -> list[dict]:
     """corpus → tokenizer → run → checkpoint → model, each {"kind", "label", "url"} (url None where the row is gone)."""
     steps = []
     lin = model.lineage or {}
-    if model.source == Model.Source.RUN:
+    if model.base_id is not None or lin.get("base_model"):  # fine-tuned: base model -> data set -> run
+        base_url = reverse("registry:detail", args=[model.base.slug]) if model.base_id else None
+        steps.append({"kind": "base model", "label": lin.get("base_model") or "?", "url": base_url})
+        corpus_url = _url("corpora:detail", lin.get("corpus_id")) if lin.get("corpus_id") else None
+        steps.append({"kind": "data set", "label": lin.get("corpus") or "?", "url": corpus_url})
+        run_url = _url("training:run", model.run_id) if model.run_id else None
+        steps.append({"kind": "run", "label": lin.get("run") or "?", "url": run_url})
+    elif model.source == Model.Source.RUN:
         corpus_url = _url("corpora:detail", lin.get("corpus_id")) if lin.get("corpus_id") else None
         steps.append({"kind": "corpus", "label": lin.get("corpus") or "?", "url": corpus_url})
         steps.append({"kind": "tokenizer", "label": lin.get("tokenizer") or "?", "url": _tokenizer_url(model)})
@@ -123,6 +130,11 @@ def model_tokenizer(model: Model):
     """The model's tokenizer (encode/decode; no torch). Imported ones load from the model's folder; the others
     through apps.tokenization, from the spec even if their row was deleted."""
     spec = model.tokenizer_spec or {}
+    if spec.get("chatml"):  # a fine-tune added ChatML's two tokens after the base vocabulary (deterministic)
+        from workers.gpt.conversations import with_chatml
+
+        return with_chatml(model_tokenizer(Model(name=model.name, tokenizer=model.tokenizer,
+                                                 tokenizer_spec={k: v for k, v in spec.items() if k != "chatml"})))
     if spec.get("kind") == "imported":
         return _imported_tokenizer(spec["path"])
     if not spec:

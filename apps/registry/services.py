@@ -418,7 +418,7 @@ def smollm2_gguf_path() -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# models made by fine-tuning and RL runs
+# models made by fine-tuning and RL runs (an SFT run also changes the tokenizer and template: its own function)
 
 
 def model_register_derived(*, run, weights_dir: Path, weights_name: str, suffix: str, step: int,
@@ -445,3 +445,31 @@ def model_register_derived(*, run, weights_dir: Path, weights_name: str, suffix:
         source=Model.Source.RUN, source_detail={"format": "llmlab", "file": weights_name, "kind": run.kind},
         run=run, step=step, lineage=lineage, base=base, status=Model.Status.DRAFT, owner=run.owner,
     )
+
+
+def model_register_finetune(*, run, tmp: Path, weights_name: str, tokenizer_spec: dict, chat_template: str,
+                            stop_ids: list[int], config: dict, step: int, val_loss: float | None = None) -> Model:
+    """Register what a fine-tuning run produced (the weights, LoRA already merged, written by the train worker into
+    `tmp`, a temporary directory under models/) as a draft `<base>-sft` of the run's owner: lineage base model ->
+    conversation set -> run -> model. The name gets a suffix when taken. All or nothing (see _finish_files)."""
+    base = run.base_model
+    base_name = base.name if base is not None else run.data.get("base_model", "model")
+    name = _unique_name(f"{base_name}-sft")
+    cfg = GPTConfig.from_dict(dict(config))
+    tokenizer = None
+    if tokenizer_spec.get("kind") != "imported":
+        tokenizer = run.tokenizer or (base.tokenizer if base is not None else None)
+    lineage = {"base_model": base_name, "base_model_id": base.pk if base is not None else None,
+               "corpus": run.data.get("corpus") or (run.corpus.name if run.corpus else None),
+               "corpus_id": run.corpus_id, "tokenizer": tokenizer_spec.get("name"), "run": run.name,
+               "run_id": run.pk, "step": step, "kind": run.kind}
+    sft = run.data.get("sft", {})
+    how = f"LoRA r={sft['lora']['r']} merged" if sft.get("lora") else "full fine-tuning"
+    description = (f"{base_name} fine-tuned on {lineage['corpus']} for {step:,} steps ({how}), loss on the assistant's "
+                   f"tokens only" + (", ChatML added to its tokenizer." if sft.get("chatml_added") else "."))
+    return _finish_files(
+        tmp=tmp, weights_name=weights_name, name=name, slug=_unique_slug(name), description=description,
+        architecture=_architecture(cfg), config=cfg.to_dict(), n_params=param_count(cfg), tokenizer=tokenizer,
+        tokenizer_spec=tokenizer_spec, chat_template=chat_template, stop_ids=stop_ids, source=Model.Source.RUN,
+        source_detail={"format": "llmlab", "file": weights_name, "finetune": sft}, run=run, step=step,
+        val_loss=val_loss, lineage=lineage, base=base, status=Model.Status.DRAFT, owner=run.owner)

@@ -71,7 +71,12 @@ def tokenizer_runtime(*, tokenizer: Tokenizer) -> toklib.Tokenizer:
 def tokenizer_from_spec(*, spec: dict) -> toklib.Tokenizer:
     """The runtime tokenizer a spec names ({"kind", "name", "path", "fingerprint"}, as a row has them and a model or
     checkpoint records them), even when its row has been deleted since (cached like tokenizer_runtime)."""
-    return _load(spec["kind"], spec["name"], spec.get("path", ""), spec.get("fingerprint", ""))
+    tokenizer = _load(spec["kind"], spec["name"], spec.get("path", ""), spec.get("fingerprint", ""))
+    if spec.get("chatml"):  # a fine-tuned model's: ChatML's two markers added after the base ids (deterministic)
+        from workers.gpt.conversations import with_chatml
+
+        return with_chatml(tokenizer)
+    return tokenizer
 
 
 @functools.lru_cache(maxsize=32)

@@ -44,7 +44,7 @@ class DataState:
 
 
 def corpus_choices(*, user):
-    return corpora_selectors.corpus_list(user=user)
+    return corpora_selectors.corpus_list(user=user).filter(kind=Corpus.Kind.TEXT)  # pretraining reads text
 
 
 def tokenizer_choices(*, user):

@@ -1,12 +1,13 @@
 from django.urls import path
 
-from apps.training import grpo_views, sweep_views, views
+from apps.training import grpo_views, sweep_views, views, views_sft
 
 app_name = "training"
 
 urlpatterns = [
     path("", views.runs, name="runs"),
     path("new/", views.new, name="new"),
+    path("finetune/", views_sft.finetune, name="finetune"),
     path("estimate/", views.estimate, name="estimate"),
     path("compare/", views.compare, name="compare"),
     path("runs/<int:run_id>/", views.run, name="run"),

@@ -12,6 +12,7 @@ TORCH_FREE = (
     "workers.gpt.tokenizers",
     "workers.gpt.chat",
     "workers.gpt.tasks",
+    "workers.gpt.conversations",
     "workers.gpt.fileio",
     "workers.gpt.formats",
     "workers.gpt.formats.imported",

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from apps.corpora.conversations import conversations_seed_defaults
 from apps.corpora.services import corpus_seed_defaults
 from apps.registry.services import model_seed_defaults
 from apps.system.services import admin_ensure
@@ -15,6 +16,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Created the admin account — user: admin  password: {password}"))
             self.stdout.write("  (shown this once; change it in the admin, or run: manage.py changepassword admin)")
         corpora = corpus_seed_defaults()
+        corpora += conversations_seed_defaults()
         shakespeare = next((c for c in corpora if c.name == "Shakespeare"), None)
         tokenizers = tokenizer_seed_defaults(shakespeare=shakespeare)
         self.stdout.write(f"Corpora: {', '.join(c.name for c in corpora)}. "
