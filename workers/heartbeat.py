@@ -89,6 +89,7 @@ class Heartbeat(threading.Thread):
 
 _heartbeat: Heartbeat | None = None
 _identity: dict = {}
+_device: dict = {}
 
 
 @celeryd_after_setup.connect
@@ -100,12 +101,18 @@ def _remember_identity(sender, instance, **kwargs):
         pool=pool,
         concurrency=1 if pool == "solo" else instance.concurrency,  # solo ignores --concurrency (default: cores)
     )
+    # describe the device (importing torch) now, before the worker takes tasks: a first task importing torch at the
+    # same time as the heartbeat thread would hold the import lock for seconds, and the worker would look gone
+    from workers.devices import describe_device
+
+    _device.update(describe_device())
 
 
 @worker_ready.connect
 def _start(sender, **kwargs):
     global _heartbeat
     _heartbeat = Heartbeat(**_identity)
+    _heartbeat.device = dict(_device) or None
     _heartbeat.start()
 
 

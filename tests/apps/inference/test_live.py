@@ -42,7 +42,7 @@ def fresh_rate_limits(redis_url):
     from apps.system.redisconn import redis_client
 
     client = redis_client()
-    for key in client.scan_iter(match="lab:inference:rate:*"):
+    for key in client.scan_iter(match="lab:limit:*"):
         client.delete(key)
 
 
