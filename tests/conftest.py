@@ -137,3 +137,13 @@ def run_async(coro):
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(autouse=True)
+def english_after_each_test():
+    """A request in Chinese (Accept-Language or the cookie) leaves that language active in the thread; the next test
+    starts in the default language again."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()

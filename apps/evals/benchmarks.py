@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.utils.translation import gettext_lazy as _
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,24 +31,24 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {b.key: b for b in (
     Benchmark(
-        key="shakespeare-words", name="Shakespeare words", method="choice", splits=("val",),
+        key="shakespeare-words", name=_("Shakespeare words"), method="choice", splits=("val",),
         path=ROOT / "data" / "evals" / "shakespeare-words.jsonl", chance=0.25,
         description="Which of four words ends a line of Shakespeare, by log-likelihood (the HellaSwag / ARC method). "
                     "Lines from the validation part of the corpus; chance is 25 %.",
         licence="MIT (the problems, this repository); the Shakespeare text is public domain (data/evals/README.md)"),
     Benchmark(
-        key="arithmetic-1", name="Arithmetic, one digit", method="generate", splits=("held_out", "train"),
+        key="arithmetic-1", name=_("Arithmetic, one digit"), method="generate", splits=("held_out", "train"),
         task="arithmetic", difficulty=1,
         description="“What is 7 + 4?”: one operator between one-digit numbers, the answer checked as a number "
                     "(a small set: 36 held-out problems).",
         licence="generated here, seed 0 (MIT)"),
     Benchmark(
-        key="arithmetic-2", name="Arithmetic, two digits", method="generate", splits=("held_out", "train"),
+        key="arithmetic-2", name=_("Arithmetic, two digits"), method="generate", splits=("held_out", "train"),
         task="arithmetic", difficulty=2,
         description="“What is 48 + 17?”: one operator between two-digit numbers.",
         licence="generated here, seed 0 (MIT)"),
     Benchmark(
-        key="letters-1", name="Letter counting", method="generate", splits=("held_out", "train"),
+        key="letters-1", name=_("Letter counting"), method="generate", splits=("held_out", "train"),
         task="letters", difficulty=1,
         description="“How many times does the letter r appear in strawberry?”, words from the Shakespeare corpus.",
         licence="generated here, seed 0 (MIT); words from public-domain Shakespeare"),

@@ -13,6 +13,7 @@ a few hundred tokens each do not belong in a row the list pages load.
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from apps.system import files
 from apps.system.models import Job
@@ -20,9 +21,9 @@ from apps.system.models import Job
 
 class Evaluation(Job):
     class Method(models.TextChoices):
-        LOSS = "loss", "loss and perplexity"
-        CHOICE = "choice", "multiple choice (log-likelihood)"
-        GENERATE = "generate", "generate, then check"
+        LOSS = "loss", _("loss and perplexity")
+        CHOICE = "choice", _("multiple choice (log-likelihood)")
+        GENERATE = "generate", _("generate, then check")
 
     model = models.ForeignKey("registry.Model", on_delete=models.CASCADE, related_name="evaluations")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

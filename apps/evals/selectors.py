@@ -66,7 +66,7 @@ def datasets_for(*, user) -> dict[str, list[dict]]:
         else:
             out["generate"].append({"value": f"corpus:{c.pk}", "label": c.name, "splits": ["held_out", "train"]})
     for b in BENCHMARKS.values():
-        out[b.method].append({"value": f"benchmark:{b.key}", "label": b.name, "splits": list(b.splits),
+        out[b.method].append({"value": f"benchmark:{b.key}", "label": str(b.name), "splits": list(b.splits),
                               "licence": b.licence})
     return out
 

@@ -92,7 +92,7 @@ def evaluation_create(*, user, model, method: str, corpus=None, benchmark: str |
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             model=model, owner=user, method=method, corpus=corpus, benchmark=bench.key if bench else "",
-            dataset=corpus.name if corpus is not None else bench.name,
+            dataset=corpus.name if corpus is not None else str(bench.name),
             task_key=task_key(method=method, corpus=corpus, benchmark=bench, split=split, k=k), split=split, n=n,
             k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, phase=_("waiting for a worker"))
         transaction.on_commit(lambda: _enqueue(evaluation.pk))
