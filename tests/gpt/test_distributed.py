@@ -3,7 +3,9 @@ follow the one-process run.
 
 Tolerance: the ranks' gradients are summed by an all-reduce, in float32, in another order than one process sums its
 micro-batches, and the loss is the mean of the ranks' means; that is ~1e-7 relative per step, grown a little by 20
-AdamW steps. The losses and the final weights are compared at 1e-5 relative (1e-6 absolute for weights near 0)."""
+AdamW steps. The losses and the final weights are compared at 1e-5 relative; weights also at 1e-5 absolute, because
+AdamW divides by the gradient's own scale, so the rounding of a near-zero gradient moves a near-zero bias by a few
+1e-6 (4e-6 seen)."""
 
 import os
 import socket
@@ -77,7 +79,7 @@ def assert_same_run(got: dict, want: dict) -> None:
     torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=1e-5, atol=0)
     torch.testing.assert_close(torch.tensor(got["evals"]), torch.tensor(want["evals"]), rtol=1e-5, atol=0)
     for name, w in want["weights"].items():
-        torch.testing.assert_close(got["weights"][name], w, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got["weights"][name], w, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
 def test_two_ranks_sharing_the_micro_batches_follow_the_one_process_run(tmp_path, plain):

@@ -134,7 +134,7 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
         state.best_val_loss = resume.losses.get("best_val", state.val_loss)
 
     fwd = torch.compile(model) if train_cfg.compile else model  # evaluations call it; training steps call step_fwd
-    step_fwd = DistributedDataParallel(fwd, broadcast_buffers=False) if ddp else fwd  # syncs weights from rank 0
+    step_fwd = DistributedDataParallel(fwd, forward_sync_buffers=False) if ddp else fwd  # syncs weights from rank 0
     B, T, accum = train_cfg.batch_size, model_cfg.block_size, train_cfg.grad_accum
     micros, rows = rank_share(B, accum, world, rank)  # this rank's micro-steps, and rows of each, in the global batch
     if batch_fn is None:
