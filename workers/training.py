@@ -160,7 +160,7 @@ class TrainingJob:
         if train_cfg.compile:
             use_compile_cache()
         spec = {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "resume": self.resume_path,
-                "train": train_data.filename, "val": val_data.filename, "artifacts_dir": str(files.artifact_path())}
+                "train": str(train_data.filename), "val": str(val_data.filename), "artifacts_dir": str(files.artifact_path())}
         with distributed.process_group(devices=train_cfg.devices, spec=spec, kind=torch.device(device).type,
                                        timeout=settings.TRAINING_RDZV_TIMEOUT, endpoint=settings.TRAINING_RDZV_ENDPOINT,
                                        nnodes=settings.TRAINING_NNODES) as ddp:
