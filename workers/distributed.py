@@ -147,7 +147,7 @@ def _dead(children) -> str:
     return ", ".join(f"rank {r} (exit code {code})" for r, code in gone)
 
 
-def _stop(children, grace: float = 10.0) -> None:
+def _stop(children, grace: float = 30.0) -> None:
     deadline = time.monotonic() + grace
     for p in children:
         try:
