@@ -101,7 +101,9 @@ def process_group(*, devices: int, spec: dict, kind: str, timeout: float, endpoi
             yield True
         except Exception as exc:
             dead = _dead(children) or "a rank on another node"
-            if isinstance(exc, dist.DistError) or _dead(children):
+            # a collective that failed, or one that a dead child broke; other errors (bad data, a config) are the
+            # run's own and every rank meets them alike: they fail the run as on one device
+            if isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and _dead(children)):
                 raise GroupFailed(f"{dead} of the {devices} training processes stopped ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200]}); the group stopped, and the run continues from "
                                   f"its last checkpoint", requeue=True) from exc
