@@ -84,7 +84,8 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
                       and the TrainState (its model, to sample from)
     on_checkpoint(state)  every checkpoint_interval steps and at the last step (not when stopped: the caller may
                       save the returned state itself)
-    should_stop()     checked before every step; True ends the run with state.stopped set
+    should_stop()     checked before every step (under ddp: before the steps after a log step); True ends the run
+                      with state.stopped set
     resume            a checkpoint.Checkpoint with optimizer and RNG state: continue from its step + 1
     ddp               train as one rank of the initialised default process group (see the module's docstring); the
                       callbacks are called on rank 0 only, so other ranks may pass them or not
@@ -169,9 +170,12 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
     synced_step, t_synced = state.step, time.perf_counter()  # the device was last waited for here
     loss_sum = grad_norm = None
     while state.step < train_cfg.max_steps:
-        stop = rank == 0 and should_stop is not None and should_stop()
-        if ddp:
-            stop = _any_rank(stop, device)  # every rank leaves at the same step, or the others would wait for ever
+        # under ddp the ranks agree at log steps only (reading the flag waits for the device), and every rank leaves
+        # at the same step, or the others would wait for ever
+        checking = not ddp or state.step % log_every == 0
+        stop = checking and rank == 0 and should_stop is not None and should_stop()
+        if ddp and checking:
+            stop = _any_rank(stop, device)
         if stop:
             state.stopped = True
             break
