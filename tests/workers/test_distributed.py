@@ -97,9 +97,9 @@ def test_a_rank_killed_mid_run_requeues_the_run_and_it_resumes_with_no_step_lost
         last = Checkpoint.objects.filter(run=run).order_by("-step").first()
         return last is not None and Run.objects.get(pk=run.pk).step > last.step + 5 and last.step
 
-    saved = wait_for(past_a_checkpoint, timeout=120, what="a checkpoint and some steps after it", interval=0.05)
+    saved = wait_for(past_a_checkpoint, timeout=600, what="a checkpoint and some steps after it", interval=0.05)
     os.kill(children[0].pid, signal.SIGKILL)
-    worker.join(timeout=120)
+    worker.join(timeout=600)
     assert result["first"] == "requeued: a rank stopped", result
     run.refresh_from_db()
     assert run.status == Run.Status.QUEUED and ("run_train", (run.pk,)) in queued
