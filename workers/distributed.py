@@ -100,10 +100,13 @@ def process_group(*, devices: int, spec: dict, kind: str, timeout: float, endpoi
         try:
             yield True
         except Exception as exc:
+            # a collective that failed (gloo raises a plain RuntimeError when a peer's socket closes, which can come
+            # before the dead child's exit status does: wait a moment for it); other errors (bad data, a config)
+            # are the run's own and every rank meets them alike: they fail the run as on one device
+            broken = isinstance(exc, dist.DistError) or (
+                isinstance(exc, RuntimeError) and ("gloo" in str(exc) or "NCCL" in str(exc) or _dead(children, 5.0)))
             dead = _dead(children) or "a rank on another node"
-            # a collective that failed, or one that a dead child broke; other errors (bad data, a config) are the
-            # run's own and every rank meets them alike: they fail the run as on one device
-            if isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and _dead(children)):
+            if broken:
                 raise GroupFailed(f"{dead} of the {devices} training processes stopped ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200]}); the group stopped, and the run continues from "
                                   f"its last checkpoint", requeue=True) from exc
@@ -144,7 +147,10 @@ def launch_rank(*, rank: int, local_rank: int, world: int, host: str, port: int)
     return subprocess.Popen([sys.executable, "-m", "workers.distributed", "rank"], env=env)
 
 
-def _dead(children) -> str:
+def _dead(children, wait: float = 0.0) -> str:
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline and all(p.poll() is None for p in children):
+        time.sleep(0.1)
     gone = [(i + 1, p.returncode) for i, p in enumerate(children) if p.poll() not in (None, 0)]
     return ", ".join(f"rank {r} (exit code {code})" for r, code in gone)
 
