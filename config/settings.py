@@ -205,6 +205,11 @@ TRAINING_STRANDED_SECONDS = float(os.environ.get("TRAINING_STRANDED_SECONDS", 60
 TRAINING_MAX_SECONDS = float(os.environ.get("TRAINING_MAX_SECONDS", 7 * 24 * 3600))
 # A scaling sweep (apps/training/sweeps.py) queues at most this many runs at once.
 TRAINING_SWEEP_MAX_RUNS = int(os.environ.get("TRAINING_SWEEP_MAX_RUNS", 40))
+# one run over several devices (workers/distributed.py): how long the ranks may take to meet, and to answer any
+# collective; and, for a run over several machines, node 0's store address (host:port) and how many machines join
+TRAINING_RDZV_TIMEOUT = float(os.environ.get("TRAINING_RDZV_TIMEOUT", 300))
+TRAINING_RDZV_ENDPOINT = os.environ.get("TRAINING_RDZV_ENDPOINT", "")
+TRAINING_NNODES = int(os.environ.get("TRAINING_NNODES", 1))
 
 # The explorer (apps/explorer). Traces are cached per (model, text) under ARTIFACTS_DIR/explorer/; the oldest are
 # deleted when they take more than EXPLORER_CACHE_MAX_BYTES. A trace's attention takes n_layer * n_head * T^2 / 2

@@ -28,6 +28,7 @@ from apps.system import files
 from apps.system.devices import device_peak_flops, device_profile_record
 from apps.training import lease, sources
 from apps.training.models import Run, RunEvent, run_dir
+from workers import distributed
 from workers.devices import describe_device, peak_flops
 from workers.gpt import checkpoint as ckpt_lib
 from workers.gpt.config import ConfigError, GPTConfig, TrainConfig, flops_per_token, memory_fit_error, param_count
@@ -120,6 +121,7 @@ class TrainingJob:
         self.over_time = False
         self.last_eval_step: int | None = None
         self.last_checkpoint_step: int | None = None
+        self.resume_path: str | None = None  # the checkpoint file resumed from, for the other ranks
         self.mfus: deque = deque(maxlen=200)
         self.window: deque = deque(maxlen=100)  # (step, monotonic time): the recent speed, evaluations included
 
@@ -138,6 +140,12 @@ class TrainingJob:
             except Stopped as stopped:
                 return self.stopped_early(stopped.why)
             return self.train(model_cfg, train_cfg, train_data, val_data, device, resume)
+        except distributed.GroupFailed as exc:  # a rank died: resume from the checkpoint; no rendezvous: say so
+            self.recorder.close()
+            if exc.requeue and lease.run_requeue(run_id=self.run.pk, token=self.token, message=str(exc)):
+                return "requeued: a rank stopped"
+            self.fail(str(exc))
+            return "failed: process group"
         except (ConfigError, ValueError, OSError) as exc:  # the message is for the user: it says what to change
             self.recorder.close()
             self.fail(str(exc))
@@ -176,9 +184,20 @@ class TrainingJob:
 
         if train_cfg.compile:
             use_compile_cache()
-        state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
-                      on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
-                      resume=resume, **self.loop_inputs(model_cfg, device))
+        extra = self.loop_inputs(model_cfg, device)
+        if extra and train_cfg.devices > 1:
+            raise ConfigError(f"devices: a {self.run.kind} run trains on one device (several devices are for "
+                              f"pretraining runs); set devices to 1")
+        spec = {} if extra else {
+            "model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "resume": self.resume_path,
+            "train": str(train_data.filename), "val": str(val_data.filename),
+            "artifacts_dir": str(files.artifact_path())}
+        with distributed.process_group(devices=train_cfg.devices, spec=spec, kind=torch.device(device).type,
+                                       timeout=settings.TRAINING_RDZV_TIMEOUT, endpoint=settings.TRAINING_RDZV_ENDPOINT,
+                                       nnodes=settings.TRAINING_NNODES) as ddp:
+            state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
+                          on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
+                          resume=resume, ddp=ddp, **extra)
         self.recorder.close()  # everything recorded before the final state
         return self.finish(state)
 
@@ -303,7 +322,8 @@ class TrainingJob:
         if not found:
             lease.run_rewind(run_id=self.run.pk, token=self.token, step=0)
             return None
-        ckpt = ckpt_lib.load_checkpoint(files.artifact_path(found[-1][1]), "cpu")
+        self.resume_path = str(files.artifact_path(found[-1][1]))
+        ckpt = ckpt_lib.load_checkpoint(self.resume_path, "cpu")
         if ckpt.model_cfg != model_cfg:
             raise ValueError(f"the checkpoint at step {ckpt.step} was trained with another model config: start a "
                              f"new run")

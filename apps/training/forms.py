@@ -3,6 +3,8 @@ exactly what the model library would, with the library's messages naming the fie
 the data (vocabulary, split sizes) and the workers' memory."""
 
 from django import forms
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from apps.training import estimates, sources
 from apps.training.presets import BLOCK_STYLES, PRESETS, block_style
@@ -13,7 +15,7 @@ from workers.gpt.config import (DEVICES, DTYPES, ConfigError, GPTConfig, TrainCo
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "bias")
 TRAIN_FIELDS = ("batch_size", "grad_accum", "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay",
                 "grad_clip", "beta1", "beta2", "eval_interval", "eval_iters", "checkpoint_interval", "keep_last",
-                "seed", "device", "dtype", "compile", "log_interval")
+                "seed", "device", "dtype", "compile", "log_interval", "devices")
 ADVANCED_FIELDS = ("weight_decay", "grad_clip", "beta1", "beta2", "eval_iters", "keep_last", "seed", "device", "dtype",
                    "compile", "log_interval")
 BLOCK_CHOICES = [("gpt2", "GPT-2: LayerNorm, learned positions, GELU"), ("llama", "Llama: RMSNorm, RoPE, SwiGLU")]
@@ -51,6 +53,9 @@ class RunForm(forms.Form):
     # the optimization
     batch_size = _int("batch_size", 1, 8192, "sequences per micro-batch")
     grad_accum = _int("grad_accum", 1, 1024, "micro-batches per optimizer step")
+    devices = forms.IntegerField(label=gettext_lazy("devices"), min_value=1, max_value=1024, initial=1, required=False,
+                                 help_text=gettext_lazy("processes training the run together (DDP), one per GPU or "
+                                                        "CPU core; the global batch stays batch_size × grad_accum"))
     max_steps = _int("max_steps", 1, 2_000_000, "optimizer steps")
     learning_rate = _float("learning_rate", 1e-8, 10.0, "peak, after warmup")
     min_lr = _float("min_lr", 0.0, 10.0, "the cosine decay ends here; about learning_rate/10")
@@ -81,6 +86,12 @@ class RunForm(forms.Form):
         self.warnings: list[str] = []
         self.model_cfg: GPTConfig | None = None
         self.train_cfg: TrainConfig | None = None
+        self.workers = train_workers()
+        if self.workers:
+            listed = "; ".join(f"{w['name']}: {device_capacity(w)} ({_device_words(w)})" for w in self.workers)
+            self.fields["devices"].help_text = _("processes training the run together (DDP); the global batch stays "
+                                                 "batch_size × grad_accum. Live train workers have: %(listed)s") % {
+                "listed": listed}
 
     @classmethod
     def initial_for(cls, *, preset_key: str, user) -> dict:
@@ -101,6 +112,9 @@ class RunForm(forms.Form):
         initial["tokenizer"] = tokenizer.pk if tokenizer else None
         return initial
 
+    def clean_devices(self):
+        return self.cleaned_data.get("devices") or 1  # left empty: one
+
     def clean(self):
         data = super().clean()
         corpus, tokenizer = data.get("corpus"), data.get("tokenizer")
@@ -119,7 +133,8 @@ class RunForm(forms.Form):
             self.add_error(exc.field if exc.field in self.fields else None, str(exc))
             return data
         self._check_data(info, corpus, tokenizer)
-        self.estimate = estimates.estimate(self.model_cfg, self.train_cfg, workers=train_workers(),
+        self._check_devices(self.train_cfg.devices)
+        self.estimate = estimates.estimate(self.model_cfg, self.train_cfg, workers=self.workers,
                                            train_tokens=info.train_tokens)
         self._check_memory(self.estimate)
         return data
@@ -136,6 +151,19 @@ class RunForm(forms.Form):
         else:
             self.warnings.append(f"{problem}; this is an estimate, the worker checks the real count")
 
+    def _check_devices(self, devices: int) -> None:
+        """A run over more devices than any live train worker has would wait for ever: refuse it, saying what
+        exists. (No live worker: the run waits in the queue, as for memory.)"""
+        if devices == 1 or not self.workers:
+            return
+        largest = max(self.workers, key=device_capacity)
+        if devices > device_capacity(largest):
+            self.add_error("devices", _(
+                "devices (%(devices)d) is more than any live train worker has: the most is %(most)d on %(name)s "
+                "(%(what)s). Ask for at most %(most)d, or start a train worker on a machine with more.") % {
+                "devices": devices, "most": device_capacity(largest), "name": largest["name"],
+                "what": _device_words(largest)})
+
     def _check_memory(self, est: dict) -> None:
         if estimates.fits_somewhere(est):
             if not est["workers"]:
@@ -150,6 +178,19 @@ class RunForm(forms.Form):
 
     def configs(self) -> tuple[dict, dict]:
         return self.model_cfg.to_dict(), self.train_cfg.to_dict()
+
+
+def device_capacity(worker: dict) -> int:
+    """How many ranks a train worker can run: its GPUs, or its CPU cores (gloo, one process per core)."""
+    device = worker.get("device") or {}
+    return int((device.get("cores") if device.get("kind") == "cpu" else device.get("count")) or 1)
+
+
+def _device_words(worker: dict) -> str:
+    device = worker.get("device") or {}
+    if device.get("kind") == "cpu":
+        return _("%(n)d CPU cores") % {"n": device_capacity(worker)}
+    return f"{device_capacity(worker)} × {device.get('kind', '?').upper()} {device.get('name', '')}".strip()
 
 
 class ForkForm(forms.Form):

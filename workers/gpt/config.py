@@ -68,6 +68,14 @@ def _choice(name: str, value: str, options: tuple[str, ...]):
         raise ConfigError(name, f"{name}={value!r} is not one of {', '.join(repr(o) for o in options)}")
 
 
+def share_error(batch_size: int, grad_accum: int, devices: int) -> str:
+    """Why the global batch cannot be shared among `devices` processes, with the values that would work."""
+    fits = [n for n in range(1, 65) if grad_accum % n == 0 or batch_size % n == 0]
+    return (f"the global batch (batch_size {batch_size} x grad_accum {grad_accum}) cannot be shared among {devices} "
+            f"devices: every device needs a whole share, so grad_accum or batch_size must be divisible by devices; "
+            f"devices can be {', '.join(map(str, fits))} here, or make grad_accum {devices * grad_accum}")
+
+
 def _at_least(name: str, value, low, hint: str = ""):
     if value < low:
         raise ConfigError(name, f"{name} ({value}) must be >= {low}" + (f": {hint}" if hint else ""))
@@ -170,6 +178,9 @@ class TrainConfig(_ConfigMixin):
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     dtype: str = "auto"  # "auto" = bfloat16 autocast on CUDA when supported, else float16 on CUDA, else float32
     compile: bool = False  # torch.compile the model: faster steps on CUDA after a slow first one
+    # processes (one per device) that train the run together with DDP; they share the same global batch of
+    # batch_size * grad_accum sequences, so the curve does not depend on this (see workers/gpt/train.py rank_share)
+    devices: int = 1
     # report (and read the loss from the device) every this many steps; None = 1 on CPU and MPS (every step on the
     # curve), 10 on CUDA, where reading a number waits for the GPU and would stall its queue of kernels every step
     log_interval: int | None = None
@@ -180,8 +191,10 @@ class TrainConfig(_ConfigMixin):
     def validate(self):
         """Check every field; raise ConfigError naming the first bad one. Fills lr_decay_steps."""
         self._check_types()
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters", "keep_last"):
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters", "keep_last", "devices"):
             _at_least(name, getattr(self, name), 1)
+        if self.grad_accum % self.devices and self.batch_size % self.devices:
+            raise ConfigError("devices", share_error(self.batch_size, self.grad_accum, self.devices))
         if self.log_interval is not None:
             _at_least("log_interval", self.log_interval, 1, "or leave it empty for the device's default")
         for name in ("warmup_steps", "checkpoint_interval", "weight_decay", "grad_clip", "min_lr"):

@@ -18,6 +18,14 @@ tests, which are CPU-only; `make bench-gpu` exercises them where a GPU is): bf16
 AdamW (GPT.configure_optimizers), flash attention through F.scaled_dot_product_attention, torch.compile when asked,
 and no host-device synchronisation between log steps: the loss and the gradient norm stay on the device and are
 read (.item()) only every log_interval steps, evaluations and checkpoints.
+
+With ddp=True, train() runs as one rank of the process group the caller has initialised (torch.distributed; gloo on
+CPU, NCCL on CUDA, as nanoGPT's `torchrun` runs): the model is wrapped in DistributedDataParallel, every rank draws the
+whole global batch from the shared data generator and computes its own share (rank_share), gradients are averaged
+over the ranks in the last micro-step's backward (no_sync before it), the logged loss is averaged over the ranks,
+should_stop is agreed on (any rank's True stops every rank at the same step), and rank 0 alone evaluates and calls
+the callbacks. Because the global batch is the same set of rows whatever the world size, 2 ranks follow the 1-rank
+curve to float32 rounding (the gradient is summed in another order), and a checkpoint from N ranks resumes on M.
 """
 
 import math
@@ -27,9 +35,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
-from .config import ConfigError, GPTConfig, TrainConfig, flops_per_token
+from .config import ConfigError, GPTConfig, TrainConfig, flops_per_token, share_error
 from .data import get_batch
 from .model import GPT
 
@@ -56,7 +66,8 @@ class TrainState:
 
 def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_data=None, *,
           model: torch.nn.Module | None = None, batch_fn: BatchFn | None = None, peak_flops: float | None = None,
-          on_step=None, on_eval=None, on_checkpoint=None, should_stop=None, resume=None) -> TrainState:
+          on_step=None, on_eval=None, on_checkpoint=None, should_stop=None, resume=None,
+          ddp: bool = False) -> TrainState:
     """Train a GPT and return the final TrainState.
 
     train_data, val_data  token arrays (1-D memmaps, arrays or tensors of ids) to sample windows from (val_data
@@ -73,8 +84,11 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
                       and the TrainState (its model, to sample from)
     on_checkpoint(state)  every checkpoint_interval steps and at the last step (not when stopped: the caller may
                       save the returned state itself)
-    should_stop()     checked before every step; True ends the run with state.stopped set
+    should_stop()     checked before every step (under ddp: before the steps after a log step); True ends the run
+                      with state.stopped set
     resume            a checkpoint.Checkpoint with optimizer and RNG state: continue from its step + 1
+    ddp               train as one rank of the initialised default process group (see the module's docstring); the
+                      callbacks are called on rank 0 only, so other ranks may pass them or not
     """
     model_cfg.validate()
     train_cfg.validate()
@@ -91,10 +105,13 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == torch.float16))
     log_every = train_cfg.log_interval or (10 if device_type == "cuda" else 1)
 
+    world, rank = (dist.get_world_size(), dist.get_rank()) if ddp else (1, 0)
     torch.manual_seed(train_cfg.seed)  # the weight init and then dropout draw from the global generator
     if model is None:
         model = GPT(model_cfg)
     model = model.to(device)
+    if rank:
+        torch.manual_seed(train_cfg.seed + rank)  # dropout: other masks on other rows (DDP copies rank 0's weights)
     # AdamW over the parameters with requires_grad; works on any module, also a GPT wrapped with adapters
     optimizer = GPT.configure_optimizers(
         model, train_cfg.weight_decay, train_cfg.learning_rate, (train_cfg.beta1, train_cfg.beta2), device_type)
@@ -111,12 +128,16 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
         model.load_state_dict(resume.model_state)
         optimizer.load_state_dict(resume.optimizer_state)
         _set_rng_state(resume.rng_state, data_gen, device)
+        if rank:  # the checkpoint holds rank 0's dropout generator
+            torch.manual_seed(train_cfg.seed + rank + world * resume.step)
         state.step = resume.step
         state.train_loss, state.val_loss = resume.losses.get("train"), resume.losses.get("val")
         state.best_val_loss = resume.losses.get("best_val", state.val_loss)
 
-    fwd = torch.compile(model) if train_cfg.compile else model
+    fwd = torch.compile(model) if train_cfg.compile else model  # evaluations call it; training steps call step_fwd
+    step_fwd = DistributedDataParallel(fwd, forward_sync_buffers=False) if ddp else fwd  # syncs weights from rank 0
     B, T, accum = train_cfg.batch_size, model_cfg.block_size, train_cfg.grad_accum
+    micros, rows = rank_share(B, accum, world, rank)  # this rank's micro-steps, and rows of each, in the global batch
     if batch_fn is None:
         arrays = {"train": train_data} if val_data is None else {"train": train_data, "val": val_data}
         splits = list(arrays)
@@ -126,16 +147,16 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
     else:
         splits = ["train", "val"]
 
-    def batch(split, generator):
+    def batch(split, generator, rows=slice(None)):
         x, y = batch_fn(split, generator)
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return x[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
 
     tokens_per_step = B * T * accum
     step_flops = flops_per_token(model_cfg) * tokens_per_step
 
     def evaluate():
         losses = estimate_loss(fwd, batch, splits, train_cfg, ctx)
-        state.train_loss, state.val_loss = losses["train"], losses.get("val")
+        state.train_loss, state.val_loss = losses["train"], losses.get("val")  # rank 0's: the same weights everywhere
         if state.val_loss is not None and (state.best_val_loss is None or state.val_loss < state.best_val_loss):
             state.best_val_loss = state.val_loss
         if on_eval is not None:
@@ -143,13 +164,19 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
 
     for split in splits:
         _check_ids(split, batch, model_cfg, train_cfg)
-    if state.step == 0:
+    if state.step == 0 and rank == 0:
         evaluate()  # the loss before training: about ln(vocab_size) for a fresh init
     model.train()
     synced_step, t_synced = state.step, time.perf_counter()  # the device was last waited for here
     loss_sum = grad_norm = None
     while state.step < train_cfg.max_steps:
-        if should_stop is not None and should_stop():
+        # under ddp the ranks agree at log steps only (reading the flag waits for the device), and every rank leaves
+        # at the same step, or the others would wait for ever
+        checking = not ddp or state.step % log_every == 0
+        stop = checking and rank == 0 and should_stop is not None and should_stop()
+        if ddp and checking:
+            stop = _any_rank(stop, device)
+        if stop:
             state.stopped = True
             break
         step = state.step + 1
@@ -158,12 +185,18 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
             group["lr"] = lr
 
         loss_sum = torch.zeros((), device=device)
-        for _ in range(accum):
-            x, y = batch("train", data_gen)
-            with ctx:
-                _, loss = fwd(x, y)
-                loss = loss / accum  # the gradient of the mean over all micro-batches
-            scaler.scale(loss).backward()
+        for micro in range(accum):
+            # every rank draws every micro-batch, so the data generator stays the same on all of them
+            x, y = batch("train", data_gen, rows)
+            if micro not in micros:
+                continue
+            # DDP averages the gradients over the ranks in the backward of this rank's last micro-step only
+            sync = nullcontext() if not ddp or micro == micros[-1] else step_fwd.no_sync()
+            with sync:
+                with ctx:
+                    _, loss = step_fwd(x, y)
+                    loss = loss / len(micros)  # the gradient of the mean over this rank's micro-batches
+                scaler.scale(loss).backward()
             loss_sum += loss.detach()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         # clip_grad_norm_ returns the norm before clipping; with clipping off (inf) it only measures
@@ -177,10 +210,13 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
         evaluating = step % train_cfg.eval_interval == 0 or last
         every = train_cfg.checkpoint_interval
         saving = on_checkpoint is not None and (last or (every and step % every == 0))
-        if step % log_every == 0 or last or evaluating or saving:
+        if step % log_every == 0 or last or evaluating or (every and step % every == 0):  # the same on every rank
+            if ddp:
+                dist.all_reduce(loss_sum)  # the mean of the ranks' means: the global batch's loss
+                loss_sum /= world
             state.loss = loss_sum.item()  # .item() waits for the device, so the timing below is honest
             dt = (time.perf_counter() - t_synced) / (step - synced_step)  # per step, since the last sync
-            if on_step is not None:
+            if on_step is not None and rank == 0:
                 on_step({
                     "step": step,
                     "loss": state.loss,
@@ -190,17 +226,31 @@ def train(model_cfg: GPTConfig, train_cfg: TrainConfig, train_data=None, val_dat
                     "tokens_per_s": tokens_per_step / dt,
                     "mfu": step_flops / dt / peak_flops if peak_flops else None,
                 })
-            if evaluating:
+            if evaluating and rank == 0:
                 evaluate()
-            if saving:
+            if saving and rank == 0:
                 state.rng_state = _rng_state(data_gen, device)
                 on_checkpoint(state)
             synced_step, t_synced = step, time.perf_counter()  # evaluations and callbacks are not step time
 
     if loss_sum is not None and synced_step != state.step:  # stopped between two log steps
-        state.loss = loss_sum.item()
+        state.loss = loss_sum.item()  # (this rank's share, under ddp: the ranks agreed only to stop)
     state.rng_state = _rng_state(data_gen, device)
     return state
+
+
+def rank_share(batch_size: int, grad_accum: int, world: int, rank: int) -> tuple[range, slice]:
+    """Which part of the global batch (grad_accum micro-batches of batch_size rows) rank `rank` of `world` computes:
+    its micro-steps and the rows of each. Whole micro-batches when grad_accum divides among the ranks (nanoGPT
+    divides gradient accumulation so), else a slice of every micro-batch's rows. Every share has the same size, so
+    the mean of the ranks' mean losses is the mean over the global batch."""
+    if grad_accum % world == 0:
+        n = grad_accum // world
+        return range(rank * n, (rank + 1) * n), slice(None)
+    if batch_size % world == 0:
+        n = batch_size // world
+        return range(grad_accum), slice(rank * n, (rank + 1) * n)
+    raise ConfigError("devices", share_error(batch_size, grad_accum, world))
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -279,6 +329,12 @@ def _check_ids(split: str, batch: BatchFn, model_cfg: GPTConfig, train_cfg: Trai
         if high >= model_cfg.vocab_size:
             raise ValueError(f"the {split} data holds token id {high} but vocab_size is {model_cfg.vocab_size}: "
                              f"it was tokenized with a different tokenizer, or vocab_size is too small")
+
+
+def _any_rank(flag: bool, device: str) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _rng_state(data_gen: torch.Generator, device: str) -> dict[str, bytes]:
