@@ -296,7 +296,8 @@ def test_a_shard_encoding_job_finishes_when_redis_restarts_under_it(processes, p
     from kombu import Connection
 
     from apps.corpora import services as corpora_services
-    from apps.corpora.models import JobStatus, Shards
+    from apps.corpora.models import Shards
+    from apps.system.models import JobStatus
     from workers.tasks import corpus_encode
 
     def enqueue_on_private_redis(shards_id):
