@@ -20,6 +20,13 @@ APPS = ROOT / "apps"
 
 # (importer, imported): why the edge exists although the imported app also imports the importer
 KNOWN_EDGES = {
+    ("registry", "training"): "a model is promoted from a run's checkpoint (registry reads training), and a "
+                              "fine-tuning or GRPO run starts from a registry model and registers its result "
+                              "(training reads and writes registry through registry's services). A derived-model "
+                              "service called from the worker glue instead of apps/training would remove the edge.",
+    ("corpora", "registry"): "the conversation preview (apps/corpora/views_conversations.py) renders a conversation "
+                             "through a registry model's chat template and tokenizer; moving the preview's model "
+                             "lookup behind a registry selector the view receives would remove the edge.",
     ("corpora", "tokenization"): "a corpus's Shards are its text encoded with a tokenizer (Shards.tokenizer is a "
                                  "foreign key to tokenization.Tokenizer), and shards_ensure reads the tokenizer to "
                                  "encode; tokenization in turn trains on a corpus. Moving Shards into an app of their "

@@ -18,6 +18,10 @@ from apps.training.models import Rollout, Run
 from apps.training.services import TrainingError
 from workers.gpt.config import ConfigError, GPTConfig, flops_per_token
 from workers.gpt.grpo_config import GRPOConfig
+from apps.corpora.models import Corpus
+from apps.registry.models import Model
+from apps.system.realtime import publish
+from apps.training import realtime
 
 ROLLOUT_STEPS_KEPT = 20  # the sampled groups of this many recent steps are kept for the dashboard
 PASS_K = 4  # pass@k on the held-out split before and after
@@ -31,7 +35,6 @@ TRAIN_MFU_GUESS = {"cpu": 0.3, "cuda": 0.15, "mps": 0.15}
 def grpo_check_base_model(*, model, user):
     """The registry model a user may start GRPO from: published ones, and their own drafts. Refuses another
     user's private model (and archived ones) with why."""
-    from apps.registry.models import Model
 
     if model is None:
         raise TrainingError(_("Choose a model to start from."), field="base_model")
@@ -48,7 +51,6 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
                     name: str = "", pass_k: int = PASS_K, n_eval: int = N_EVAL, enqueue: bool = True) -> Run:
     """A queued GRPO run. Checks (ConfigError / TrainingError name the field): the base model is the user's to use,
     the corpus is a task set with train problems, the GRPO settings are valid (G >= 2 with why)."""
-    from apps.corpora.models import Corpus
 
     grpo_check_base_model(model=base_model, user=owner)
     if corpus is None or corpus.kind != Corpus.Kind.TASKS:
@@ -149,8 +151,6 @@ def rollout_record(*, run_id: int, token: str, rollouts: list[tuple[int, list[di
                    keep: int = ROLLOUT_STEPS_KEPT) -> bool:
     """Write the sampled groups of some steps (upserted by (run, step)), drop all but the newest `keep` steps, then
     publish each. False when this worker no longer holds the run."""
-    from apps.system.realtime import publish
-    from apps.training import realtime
 
     if not rollouts:
         return True
@@ -168,8 +168,6 @@ def rollout_record(*, run_id: int, token: str, rollouts: list[tuple[int, list[di
 
 def heldout_record(*, run_id: int, token: str, which: str, result: dict) -> bool:
     """Record the held-out evaluation `which` ("before" | "after") in run.latest["heldout"] and the timeline."""
-    from apps.system.realtime import publish
-    from apps.training import realtime
 
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).first()

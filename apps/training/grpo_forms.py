@@ -5,6 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 from workers.gpt.config import ConfigError
 from workers.gpt.grpo_config import GRPOConfig
+from apps.corpora.models import Corpus
+from apps.registry.models import Model
 
 
 class GRPOForm(forms.Form):
@@ -32,8 +34,6 @@ class GRPOForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        from apps.corpora.models import Corpus
-        from apps.registry.models import Model
 
         # every model the user could see is offered to the field, so a refused choice gets the service's words
         # ("another user's private model") instead of Django's "not one of the available choices"

@@ -12,6 +12,7 @@ from apps.training.selectors import RunNotFound
 from apps.training.services import TrainingError
 from workers.gpt.config import ConfigError
 from workers.gpt.grpo_config import GRPOConfig
+from apps.registry.models import Model
 
 PROMPT_TOKENS_GUESS = 80  # a chat-templated task prompt, for the estimate before the tokenizer has seen it
 
@@ -55,7 +56,6 @@ def rollouts(request, run_id: int):
 
 
 def _initial(request) -> dict:
-    from apps.registry.models import Model
 
     initial = {}
     smol = Model.objects.usable_by(request.user).filter(name__icontains="SmolLM2-135M-Instruct").first()
