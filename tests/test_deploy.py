@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEARED = {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ARTIFACTS_DIR", "DEBUG", "ALLOWED_HOSTS", "LAB_VAR_DIR", "HTTPS",
-           "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER", "SECURE_HSTS_PRELOAD", "DJANGO_SETTINGS_MODULE"}
+           "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER", "SECURE_HSTS_PRELOAD", "DJANGO_SETTINGS_MODULE",
+           "DJANGO_ALLOW_ASYNC_UNSAFE"}  # the browser tests set it for their own process; a deployment never does
 
 
 def check_deploy(tmp_path, **env) -> subprocess.CompletedProcess:
