@@ -55,6 +55,16 @@ def rollouts(request, run_id: int):
     return render(request, "training/_grpo-rollouts.html", {"rollouts": grpo.rollout_list(run=run)})
 
 
+@require_GET
+def heldout(request, run_id: int):
+    """The held-out panel (before / after evaluations), polled by htmx while they or the run are active."""
+    try:
+        run = selectors.run_get(run_id=run_id, user=request.user)
+    except RunNotFound:
+        raise Http404 from None
+    return render(request, "training/_grpo-heldout.html", {"run": run, "heldout": grpo.heldout_views(run=run)})
+
+
 def _initial(request) -> dict:
 
     initial = {}
