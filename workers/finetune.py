@@ -65,13 +65,15 @@ class FinetuneJob(TrainingJob):
             batch_size=run.train_config["batch_size"])
         self.prompts = [_prompt(c, self.tokenizer, self.template) for c in val_convs[:N_SAMPLE_PROMPTS]]
         report = self.batches.report()
-        cropped = report["train"]["cropped"] + report.get("val", {}).get("cropped", 0)
+        cropped, dropped = (sum(r.get(key, 0) for r in report.values()) for key in ("cropped", "dropped"))
+        left_out = (f"; {dropped:,} of them kept no assistant token after cropping and were left out" if dropped
+                    else "")
         lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.WARNING if cropped else RunEvent.Kind.GOOD,
                        message=(
             f"Conversations rendered: {report['train']['conversations']:,} training and "
             f"{report['val']['conversations']:,} validation, {report['train']['trained_tokens']:,} trained-on "
             f"(assistant) tokens of {report['train']['tokens']:,}; {cropped:,} conversation(s) longer than "
-            f"{self.batches.block_size} tokens were cropped from the left (their final answer kept)."))
+            f"{self.batches.block_size} tokens were cropped from the left (their final answer kept){left_out}."))
         return None, None
 
     def check_fits(self, model_cfg, train_cfg, train_data, val_data, device) -> None:

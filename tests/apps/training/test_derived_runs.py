@@ -19,6 +19,7 @@ from tests.sft_fixtures import base, chats, one_thread  # noqa: F401  (fixtures)
 from workers.gpt.config import GPTConfig
 from workers.training import train_run
 
+BLOCK = 24  # shorter than some of the tiny conversations: those are cropped
 GRPO_FAST = dict(steps=2, prompts_per_step=2, group_size=3, max_new_tokens=4, learning_rate=1e-3, flat_steps=0)
 
 
@@ -43,6 +44,7 @@ def _logits(model_row, ids):
 
 def _lora_sft_run(user, base, chats, steps=4):
     plan = finetune.sft_check(user=user, base=base, corpus=chats, max_steps=steps, batch_size=2, eval_interval=2,
+                              block_size=BLOCK,
                               device="cpu", lora=True, lora_rank=2, lora_alpha=6, lora_targets=["c_attn", "c_fc"],
                               learning_rate=1e-2)
     run = finetune.sft_run_create(owner=user, plan=plan, enqueue=False)
@@ -83,7 +85,17 @@ def test_merging_lora_without_torch_equals_peft_merge(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_promoting_an_sft_checkpoint_registers_base_sft_like_the_end_of_the_run(client, user, base, chats):
+    from apps.corpora.conversations import conversation_format, conversations_load
+    from apps.registry.selectors import model_tokenizer
+    from workers.gpt.conversations import render_conversation
+
     run = _lora_sft_run(user, base, chats)
+    # conversations longer than the context are cropped, not refused: the timeline says so and counts them
+    tok, template, eot = conversation_format(tokenizer=model_tokenizer(base), chat_template=base.chat_template)
+    long = sum(len(render_conversation(c, tok, template, eot).ids) > BLOCK + 1 for c in sum(conversations_load(
+        corpus=chats), []))
+    assert long > 0 and run.events.filter(
+        message__contains=f"; {long} conversation(s) longer than {BLOCK} tokens were cropped from the left").exists()
     automatic = Model.objects.get(run=run)
     checkpoint = run.checkpoints.get(step=4)
     client.force_login(user)
