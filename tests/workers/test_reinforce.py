@@ -122,12 +122,17 @@ def test_lora_is_merged_into_the_registered_weights(user, tiny_model, arithmetic
     assert Metric.objects.filter(run=run).last().extra["kl"] is not None
 
 
-def test_a_task_the_model_never_solves_is_stopped_with_the_librarys_message(user, tiny_model, arithmetic_set):
+def test_a_task_the_model_never_solves_is_stopped_with_the_librarys_message(client, user, tiny_model,
+                                                                          arithmetic_set):
     run = make(user, tiny_model, arithmetic_set, steps=50, flat_steps=2)
     assert train(run) == "stopped: flat rewards"
     run.refresh_from_db()
     assert run.status == Run.Status.FAILED and run.step == 2
     assert "every answer scored 0" in run.reason and "nothing was being learned" in run.reason
+    client.force_login(user)
+    page = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert 'role="alert"' in page and "nothing was being learned" in page  # the dashboard says why it stopped
+    assert run.data["heldout"].get("after") is None  # no model registered, so no "after" evaluation
 
 
 def test_a_nan_reward_fails_the_run_with_its_message(user, tiny_model, arithmetic_set, monkeypatch):

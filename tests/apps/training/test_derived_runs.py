@@ -190,3 +190,24 @@ def test_a_grpo_fork_refuses_min_lr_and_a_group_of_one(user, tiny_model, arithme
     with pytest.raises(ConfigError):
         run_fork(checkpoint=checkpoint, user=user, changes={"learning_rate": -1.0})
     assert not Run.objects.filter(parent=parent).exists()
+
+
+def test_promoting_a_checkpoint_of_a_fine_tune_whose_base_model_was_deleted_says_why(client, user, base, chats,
+                                                                                     char_tok):
+    from apps.system import files
+    from apps.training.models import Checkpoint
+    from workers.gpt.checkpoint import save_checkpoint
+    from workers.gpt.model import GPT
+
+    plan = finetune.sft_check(user=user, base=base, corpus=chats, max_steps=2, batch_size=2, device="cpu")
+    run = finetune.sft_run_create(owner=user, plan=plan, enqueue=False)
+    path = save_checkpoint(run.directory, model=GPT(GPTConfig.from_dict(run.model_config)), step=1)
+    checkpoint = Checkpoint.objects.create(run=run, step=1, path=files.artifact_relative(path), size_bytes=1)
+    Run.objects.filter(pk=run.pk).update(base_model=None)
+    before = set(Model.objects.values_list("pk", flat=True))
+    client.force_login(user)
+    response = client.post(reverse("registry:promote", args=[checkpoint.pk]), follow=True)
+    assert response.status_code == 200 and "was deleted, so its tokenizer and chat template are unknown" in \
+        response.content.decode()
+    assert set(Model.objects.values_list("pk", flat=True)) == before
+    assert not [p for p in files.artifact_path("models").iterdir() if p.name.startswith(".")]  # no temp left
