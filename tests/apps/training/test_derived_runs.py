@@ -206,7 +206,10 @@ def test_promoting_a_checkpoint_of_a_fine_tune_whose_base_model_was_deleted_says
     Run.objects.filter(pk=run.pk).update(base_model=None)
     before = set(Model.objects.values_list("pk", flat=True))
     client.force_login(user)
-    response = client.post(reverse("registry:promote", args=[checkpoint.pk]), follow=True)
+    try:
+        response = client.post(reverse("registry:promote", args=[checkpoint.pk]), follow=True)
+    finally:
+        files.remove(run.directory)  # a rolled-back run's id is reused by the next test's run
     assert response.status_code == 200 and "was deleted, so its tokenizer and chat template are unknown" in \
         response.content.decode()
     assert set(Model.objects.values_list("pk", flat=True)) == before
