@@ -3,7 +3,8 @@ registry model and a task set, estimate its time per step on each train worker, 
 
 A GRPO run is an ordinary Run (kind "grpo": same queue, lease, cancel and resume) whose base_model is the registry
 model it starts from and whose corpus is a task set. train_config holds {"max_steps", "grpo": GRPOConfig.to_dict(),
-"lora", "lora_r", "pass_k", "n_eval"}; model_config is the base model's GPTConfig. workers/reinforce.py trains it.
+"lora", "lora_r", "pass_k", "n_eval"}; model_config is the base model's GPTConfig; data["heldout"] holds the ids of
+its before/after evaluation jobs (below). workers/reinforce.py trains it.
 """
 
 from __future__ import annotations
