@@ -214,3 +214,27 @@ def test_promoting_a_checkpoint_of_a_fine_tune_whose_base_model_was_deleted_says
         response.content.decode()
     assert set(Model.objects.values_list("pk", flat=True)) == before
     assert not [p for p in files.artifact_path("models").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+@pytest.mark.django_db(transaction=True)
+def test_grpo_on_an_imported_chat_model_registers_and_promotes_models_that_carry_its_tokenizer(tmp_path, user):
+    """Like SmolLM2: a model imported with its own byte-level BPE and ChatML. Its tokenizer's files travel with
+    every model derived from it (the end of the run and a promoted checkpoint alike)."""
+    from tests.apps.evals.conftest import make_tasks_corpus
+    from tests.apps.registry.factories import make_model
+    from workers.model_cache import ModelCache, model_spec
+
+    chat = make_model(tmp_path, name="Tiny", ctx=128)
+    tasks = make_tasks_corpus(user)
+    run = grpo_app.grpo_run_create(owner=user, base_model=chat, corpus=tasks, lora=True, lora_r=2, enqueue=False,
+                                   grpo_config=GRPO_FAST | {"prompts_per_step": 1})
+    assert train_run(run.pk, worker="test") == "succeeded", Run.objects.get(pk=run.pk).reason
+    run.refresh_from_db()
+    made = [Model.objects.get(run=run), model_promote(checkpoint=run.checkpoints.get(step=2), user=user)]
+    assert [m.name for m in made] == ["Tiny-grpo", "Tiny-grpo (2)"]
+    want = ModelCache().get(model_spec(chat))[0].tokenizer.encode("2+2=")
+    for model in made:
+        assert model.tokenizer_spec["kind"] == "imported" and (model.directory / "tokenizer").is_dir()
+        assert model.chat_template == chat.chat_template and model.stop_ids == chat.stop_ids
+        loaded, _ = ModelCache().get(model_spec(model))
+        assert loaded.tokenizer.encode("2+2=") == want
