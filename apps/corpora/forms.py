@@ -18,6 +18,7 @@ class UploadForm(forms.Form):
 
 class SplitForm(forms.Form):
     val_percent = forms.FloatField(min_value=0.1, max_value=50, label=_("Validation share (%)"),
+                                   # xgettext:no-python-format
                                    help_text=_("the end of the text is held out; 10 % is nanoGPT's choice"))
 
 
