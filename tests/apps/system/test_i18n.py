@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils import translation
 
 from tests.every_page import PAGES, every_page_rows
 from tests.data_fixtures import builtins, staff, user  # noqa: F401 (fixtures)
@@ -25,13 +26,16 @@ ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-hans"}
 NAMES = ["LLM Lab", "SmolLM2-135M-Instruct", "SmolLM2-135M", "SmolLM2", "GPT-2", "GPT-4", "gpt2", "cl100k_base",
          "o200k_base", "p50k_base", "r50k_base", "BPE", "JSON", "JSONL", "API", "GGUF", "Hugging Face", "LM Arena",
          "Bradley–Terry", "Elo", "Llama", "safetensors", "tiktoken", "minbpe", "nanoGPT", "UTF-8", "Top-p", "Top-k",
-         "Min-p", "MLP", "Jinja", "pickle", "float32", "uint16", "sha256", "OpenAI", "Ctrl+Enter", "Tiny"]
+         "Min-p", "MLP", "Jinja", "Group Relative Policy Optimization", "pickle", "float32", "uint16", "sha256", "OpenAI", "Ctrl+Enter", "Tiny"]
 
 # Known English left on translated pages, each with the reason; the later pass empties this list.
 PENDING = [
     # the playground's token tooltips are built in apps/tokenization/analysis.py, which is being split into modules
     # (websplit): translate them there once the split has landed
     "each a piece of its",
+    # why a sweep has no fit yet: the sentence is built in workers/gpt/scaling.py (sweep_fit), a torch-free library
+    # that imports nothing from Django; the app should map its problem codes to translated sentences
+    "the power laws need", "budgets with a fitted valley",
 ]
 
 SKIP_TAGS = {"script", "style", "code", "pre", "textarea"}
@@ -102,7 +106,8 @@ STAFF_ONLY = ("model-import",)
 def pages(db, builtins, tmp_path, user, staff):  # noqa: F811
     """Every page (tests/every_page.py), with data present: (name, url, user to sign in or None). Signed in as the
     owner of the rows; the pages that read differently to a visitor or to staff are visited that way too."""
-    rows = every_page_rows(user, tmp_path)
+    with translation.override("zh-hans"):  # a reader of Chinese made them: names and notes made for them in Chinese
+        rows = every_page_rows(user, tmp_path)
     signed_in = [(name, url(rows), user) for name, url in PAGES.items() if name not in STAFF_ONLY + ("login", "signup")]
     visitor = [(name, PAGES[name](rows), None) for name in
                ("login", "signup", "home", "tokenizers", "generate", "generate-api", "models", "model-detail", "arena", "training",
