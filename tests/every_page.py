@@ -71,6 +71,7 @@ def _evaluation(model, *, method="generate", answers=None) -> Evaluation:
 
 
 def every_page_rows(user, tmp_path) -> dict:
+    tokenization_services.tokenizer_seed_builtins()  # gpt2 and the other tiktoken encodings (the merge explorer)
     corpus = corpora_services.corpus_create(name="Tiny", description="a few lines", owner=user, text=TINY_TEXT)
     tokenizer = tokenization_services.tokenizer_char_create(corpus=corpus, name="tiny-char")
     chats = conversations.conversations_create(

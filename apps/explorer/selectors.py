@@ -158,7 +158,7 @@ def source_resolve(*, ref: str) -> Source:
 
 
 def _source(ref: str, *, runs, models) -> Source:
-    kind, _, raw_id = (ref or "").partition(":")
+    kind, _sep, raw_id = (ref or "").partition(":")
     if not raw_id.isdigit():
         raise SourceNotFound(_("%(ref)r is not a model reference: pick a model from the list") % {"ref": ref})
     if kind == "checkpoint":
@@ -192,7 +192,7 @@ def source_choices(*, user) -> list[tuple[str, list[Source]]]:
 
 def source_default(*, user) -> Source | None:
     """What the page shows first: the first registry model (SmolLM2 when seeded), else the newest run."""
-    for _, sources in source_choices(user=user):
+    for _group, sources in source_choices(user=user):
         if sources:
             return sources[0]
     return None
