@@ -11,12 +11,12 @@ from django.utils import timezone
 
 from apps.arena import services as arena_services
 from apps.corpora import conversations, tasksets
-from apps.evals.models import Evaluation
 from apps.system import files
 from apps.tokenization import services as tokenization_services
 from apps.training import finetune, grpo, sweeps
 from apps.training.models import Checkpoint, Evaluation as RunEvaluation, Metric, Run, RunEvent
 from apps.corpora import services as corpora_services
+from tests.apps.evals.factories import finished
 from tests.apps.registry.factories import make_model
 from tests.data_fixtures import TINY_TEXT
 from tests.training_fixtures import make_run
@@ -54,22 +54,6 @@ def _finished_run(user, corpus, tokenizer) -> Run:
     return Run.objects.get(pk=run.pk)
 
 
-def _evaluation(model, *, method="generate", answers=None) -> Evaluation:
-    task_key = "loss:corpus:1:val" if method == "loss" else "generate:benchmark:arithmetic-2:held_out"
-    e = Evaluation.objects.create(
-        model=model, method=method, benchmark="" if method == "loss" else "arithmetic-2",
-        dataset="Tiny" if method == "loss" else "Arithmetic", task_key=task_key, split="held_out", n=2,
-        status=Evaluation.Status.SUCCEEDED, progress=1.0,
-        results={"metric": "loss" if method == "loss" else "pass@1", "score": 0.5, "low": 0.1, "high": 0.9, "n": 2,
-                 "metrics": {}})
-    if answers is not None:
-        path = files.artifact_path("evals", e.pk, "answers.json")
-        files.write_json(path, {"answers": answers})
-        e.answers_path = files.artifact_relative(path)
-        e.save()
-    return e
-
-
 def every_page_rows(user, tmp_path) -> dict:
     tokenization_services.tokenizer_seed_builtins()  # gpt2 and the other tiktoken encodings (the merge explorer)
     corpus = corpora_services.corpus_create(name="Tiny", description="a few lines", owner=user, text=TINY_TEXT)
@@ -93,8 +77,8 @@ def every_page_rows(user, tmp_path) -> dict:
     sweep = sweeps.sweep_create(owner=user, corpus=corpus, tokenizer=tokenizer, preset_key="tiny-char-sweep",
                                 budgets=[5e8, 1e9])
     battle = arena_services.battle_create(user=user, prompt="Say hello.")
-    evaluation = _evaluation(model, answers=ANSWERS)
-    _evaluation(model, method="loss")
+    evaluation = finished(model, score=0.5, low=0.1, high=0.9, answers=ANSWERS, n=2)
+    finished(model, score=2.5, low=None, high=None, method="loss", task_key="loss:corpus:1:val", dataset="Tiny")
     checkpoint = run.checkpoints.order_by("-step").first()
     return {"corpus": corpus, "tokenizer": tokenizer, "chats": chats, "tasks": tasks, "model": model, "other": other,
             "run": run, "sft": sft, "grpo": grpo_run, "sweep": sweep, "battle": battle, "evaluation": evaluation,

@@ -41,17 +41,23 @@ def rows(user, tmp_path):
     return every_page_rows(user, tmp_path)
 
 
-@pytest.fixture
-def phone(browser, processes, user):
-    url = processes.asgi_server()
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+def signed_in_phone(browser, url, user, *, sign_in="Sign in", **options):
+    """A 390 px touch screen with `user` signed in through the form (its button reads `sign_in`)."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, **options)
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(url + "/accounts/login/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "analytical-engine-1843")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name=sign_in).click()
     expect(page.locator(".who")).to_contain_text(user.username)
+    return context, page
+
+
+@pytest.fixture
+def phone(browser, processes, user):
+    url = processes.asgi_server()
+    context, page = signed_in_phone(browser, url, user)
     yield page, url
     context.close()
 
@@ -89,15 +95,8 @@ def test_every_page_fits_a_phone_in_chinese(browser, processes, user, rows, scre
     """Chinese lines break differently and its words are shorter or longer than English ones: every page again, in
     zh-hans (Accept-Language), with Noto CJK for the glyphs (Debian's fonts-noto-cjk; see the screenshots)."""
     url = processes.asgi_server()
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale="zh-CN",
-                                  extra_http_headers={"Accept-Language": "zh-hans"})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(url + "/accounts/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", "analytical-engine-1843")
-    page.get_by_role("button", name="登录").click()
-    expect(page.locator(".who")).to_contain_text(user.username)
+    context, page = signed_in_phone(browser, url, user, sign_in="登录", locale="zh-CN",
+                                    extra_http_headers={"Accept-Language": "zh-hans"})
     problems = []
     for name, path in PAGES.items():
         response = page.goto(url + path(rows))
