@@ -83,7 +83,8 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
             "base_model": base_model.name, "task": task}
     with transaction.atomic():
         run = Run.objects.create(
-            owner=owner, name=(name.strip() or f"{base_model.name} · GRPO on {corpus.name}")[:100],
+            owner=owner, name=(name.strip() or _("%(model)s · GRPO on %(corpus)s") % {"model": base_model.name,
+                                                                                    "corpus": corpus.name})[:100],
             kind=Run.Kind.GRPO, base_model=base_model, corpus=corpus, tokenizer=base_model.tokenizer, data=data,
             model_config=model_cfg.to_dict(), train_config=train_config, queued=timezone.now())
         services.note(run, _("Queued: GRPO from %(model)s on %(corpus)s, G=%(g)s, %(steps)s steps.")

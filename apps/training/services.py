@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.system.realtime import publish
 from apps.system.redisconn import redis_client
@@ -59,7 +60,7 @@ def run_create(*, owner, corpus, tokenizer, model_config: dict, train_config: di
             train_config=train_cfg.to_dict(),
             queued=timezone.now(),
         )
-        note(run, f"Queued by {owner.get_username()}.")
+        note(run, _("Queued by %(user)s.") % {"user": owner.get_username()})
         if enqueue:
             enqueue_on_commit(run.pk)
     return run

@@ -35,7 +35,7 @@ class SmallChart {
   build() {
     if (this.plot) this.plot.destroy();
     const t = theme();
-    const series = [{ label: "step" }];
+    const series = [{ label: gettext("step") }];
     for (const s of this.series) {
       series.push({ label: s.label, stroke: s.color + (s.smooth ? "55" : ""), width: 1, points: { show: false } });
       if (s.smooth) series.push({ label: `${s.label} (smoothed)`, stroke: s.color, width: 2, points: { show: false } });
@@ -53,13 +53,13 @@ class SmallChart {
 
 const charts = [
   new SmallChart($("reward-chart"), [
-    { label: "mean reward", value: E("reward"), color: PALETTE[0], smooth: true },
-    { label: "accuracy", value: E("accuracy"), color: PALETTE[2], smooth: true },
+    { label: gettext("mean reward"), value: E("reward"), color: PALETTE[0], smooth: true },
+    { label: gettext("accuracy"), value: E("accuracy"), color: PALETTE[2], smooth: true },
   ], { height: 260 }),
-  new SmallChart($("std-chart"), [{ label: "reward std", value: E("reward_std"), color: PALETTE[1], smooth: true }]),
-  new SmallChart($("length-chart"), [{ label: "tokens", value: E("response_len"), color: PALETTE[4], smooth: true }]),
+  new SmallChart($("std-chart"), [{ label: gettext("reward std"), value: E("reward_std"), color: PALETTE[1], smooth: true }]),
+  new SmallChart($("length-chart"), [{ label: gettext("tokens"), value: E("response_len"), color: PALETTE[4], smooth: true }]),
   new SmallChart($("kl-chart"), [{ label: "KL", value: E("kl"), color: PALETTE[3], smooth: true }]),
-  new SmallChart($("entropy-chart"), [{ label: "entropy", value: E("entropy"), color: PALETTE[5], smooth: true }]),
+  new SmallChart($("entropy-chart"), [{ label: gettext("entropy"), value: E("entropy"), color: PALETTE[5], smooth: true }]),
 ];
 
 $("smoothing").addEventListener("input", e => {
