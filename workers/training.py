@@ -9,6 +9,13 @@ Three threads work for a run: the training loop (this thread) and the two of wor
 Supervisor (renews the lease, hears "cancel" on Redis at once, notices when the lease was lost) and a Recorder
 (every FLUSH_SECONDS writes the buffered steps to the database, then publishes them), so the loop never waits on the
 database or the network. The device's peak FLOP/s comes from workers/devices.py, measured once per process.
+
+Why one file of about 460 lines: it is one idea, TrainingJob, the life of a run on a worker (prepare, train, record,
+end), and its methods share one state (the run, its lease token, the supervisor and recorder, the last checkpoint).
+It is also the surface the other kinds override (workers/finetune.py, workers/reinforce.py replace a hook each:
+load_data, loop_inputs, save_checkpoint, finish), so splitting the class across modules would scatter that surface.
+What is not the job already lives apart: the threads (training_threads.py), the devices (devices.py), the process
+group (distributed.py).
 """
 
 import json
@@ -231,10 +238,15 @@ class TrainingJob:
             best = f"best val loss {state.best_val_loss:.4f}" if state.best_val_loss is not None else ""
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=best)
             return "succeeded"
-        saved = self.save_on_stop(state)
+        return self.finish_stopped(state, self.save_on_stop(state))
+
+    def finish_stopped(self, state, saved: str) -> str:
+        """How a run that stopped before its last step ends (every kind: pretrain, sft, grpo): cancelled by its owner
+        (it can be resumed), over TRAINING_MAX_SECONDS (failed), or its worker shutting down (back to the queue, to
+        continue on the next free worker). `saved` says what became of its last checkpoint, for the message."""
         if self.supervisor.cancelled.is_set():
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
-                                reason=f"{saved}; Resume continues from there" if state.step else saved)
+                             reason=f"{saved}; Resume continues from there" if state.step else saved)
             return "cancelled"
         if self.over_time:
             self.fail(f"the run trained for longer than TRAINING_MAX_SECONDS ({settings.TRAINING_MAX_SECONDS:.0f} "
