@@ -80,22 +80,8 @@ class ReinforceJob(TrainingJob):
         self.heldout: dict = dict((run.latest or {}).get("heldout") or {})
         self.groups: list[dict] = []  # the current step's groups, as on_group reports them
 
-    def execute(self) -> str:
-        self.supervisor.start()
-        try:
-            return self.reinforce()
-        except ValueError as exc:  # ConfigError, a NaN reward, a prompt with no room: words for the user
-            self.recorder.close()
-            self.fail(str(exc))
-            return "failed"
-        except Exception as exc:
-            log.exception("run %s failed", self.run.pk)
-            self.recorder.close()
-            self.fail(f"{type(exc).__name__}: {exc}")
-            return "failed"
-        finally:
-            self.recorder.close()
-            self.supervisor.close()
+    def work(self) -> str:  # TrainingJob.execute runs it and records how it failed, if it did
+        return self.reinforce()
 
     # -- setting up -------------------------------------------------------------------------------------------------
 

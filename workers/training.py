@@ -135,18 +135,11 @@ class TrainingJob:
     # -- the whole life -------------------------------------------------------------------------------------------
 
     def execute(self) -> str:
+        """The whole life, for every kind: the supervisor runs while work() does, and whatever work() raises ends the
+        run with a reason the run page shows."""
         self.supervisor.start()
         try:
-            try:
-                train_data, val_data = self.load_data()
-                model_cfg = GPTConfig.from_dict(dict(self.run.model_config))
-                train_cfg = TrainConfig.from_dict(dict(self.run.train_config))
-                device = resolve_device(train_cfg.device)
-                self.check_fits(model_cfg, train_cfg, train_data, val_data, device)
-                resume = self.resume_point(model_cfg)
-            except Stopped as stopped:
-                return self.stopped_early(stopped.why)
-            return self.train(model_cfg, train_cfg, train_data, val_data, device, resume)
+            return self.work()
         except distributed.GroupFailed as exc:  # a rank died: resume from the checkpoint; no rendezvous: say so
             self.recorder.close()
             if exc.requeue and lease.run_requeue(run_id=self.run.pk, token=self.token, message=str(exc)):
@@ -166,6 +159,19 @@ class TrainingJob:
             self.recorder.close()
             self.supervisor.close()
             close_old_connections()
+
+    def work(self) -> str:
+        """Prepare (data, configs, fit checks, the checkpoint to resume), train, finish. Returns the task's result."""
+        try:
+            train_data, val_data = self.load_data()
+            model_cfg = GPTConfig.from_dict(dict(self.run.model_config))
+            train_cfg = TrainConfig.from_dict(dict(self.run.train_config))
+            device = resolve_device(train_cfg.device)
+            self.check_fits(model_cfg, train_cfg, train_data, val_data, device)
+            resume = self.resume_point(model_cfg)
+        except Stopped as stopped:
+            return self.stopped_early(stopped.why)
+        return self.train(model_cfg, train_cfg, train_data, val_data, device, resume)
 
     def train(self, model_cfg, train_cfg, train_data, val_data, device, resume) -> str:
         from_step = resume.step if resume is not None else 0
