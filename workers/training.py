@@ -39,7 +39,7 @@ from workers import distributed
 from workers.devices import describe_device, peak_flops
 from workers.gpt import checkpoint as ckpt_lib
 from workers.gpt.config import ConfigError, GPTConfig, TrainConfig, flops_per_token, memory_fit_error, param_count
-from workers.gpt.config import split_fit_error
+from workers.gpt.config import devices_fit_error, split_fit_error
 from workers.gpt.data import open_tokens
 from workers.gpt.generate import generate
 from workers.gpt.train import resolve_device, train
@@ -207,7 +207,7 @@ class TrainingJob:
             "artifacts_dir": str(files.artifact_path())}
         with distributed.process_group(devices=train_cfg.devices, spec=spec, kind=torch.device(device).type,
                                        timeout=settings.TRAINING_RDZV_TIMEOUT, endpoint=settings.TRAINING_RDZV_ENDPOINT,
-                                       nnodes=settings.TRAINING_NNODES) as ddp:
+                                       nnodes=settings.TRAINING_NNODES, device_ids=train_cfg.device_list()) as ddp:
             state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
                           on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
                           resume=resume, ddp=ddp, **extra)
@@ -323,6 +323,8 @@ class TrainingJob:
                                   of=of)
         problem = problem or memory_fit_error(model_cfg, train_cfg, memory_bytes=self.device_info.get("memory_bytes"),
                                               device=f"the device of {self.run.worker}")
+        problem = problem or devices_fit_error(train_cfg, self.device_info | {"kind": torch.device(device).type},
+                                               where=f"this worker ({self.run.worker})")
         if problem is not None:
             raise problem
 
