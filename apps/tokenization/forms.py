@@ -13,6 +13,14 @@ class _CorpusField(forms.ModelChoiceField):
         return f"{corpus.name} ({corpus.size_bytes / 1024 / 1024:.1f} MB)"
 
 
+def _checked(check, value):
+    """check(value) as the services check it; its TokenizationError becomes the field's error."""
+    try:
+        return check(value)
+    except TokenizationError as exc:
+        raise forms.ValidationError(str(exc)) from None
+
+
 def _name_field(example: str) -> forms.CharField:
     return forms.CharField(max_length=64, label=_("Name"), help_text=example)
 
@@ -29,10 +37,7 @@ class _FromCorpusForm(forms.Form):
         self.fields["corpus"].queryset = corpora
 
     def clean_name(self):
-        try:
-            return services.tokenizer_check_name(self.cleaned_data["name"])
-        except TokenizationError as exc:
-            raise forms.ValidationError(str(exc)) from None
+        return _checked(services.tokenizer_check_name, self.cleaned_data["name"])
 
 
 class TrainForm(_FromCorpusForm):
@@ -50,10 +55,7 @@ class TrainForm(_FromCorpusForm):
                                      help_text=_("separated by spaces; must include <|endoftext|>"))
 
     def clean_special_tokens(self):
-        try:
-            return services.parse_special_tokens(self.cleaned_data["special_tokens"])
-        except TokenizationError as exc:
-            raise forms.ValidationError(str(exc)) from None
+        return _checked(services.parse_special_tokens, self.cleaned_data["special_tokens"])
 
 
 class CharForm(_FromCorpusForm):
