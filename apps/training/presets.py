@@ -48,29 +48,29 @@ _SHAKESPEARE_TRAIN = dict(
 # the character-level recipes' data: the bundled Shakespeare, read with the first character tokenizer that exists
 _SHAKESPEARE_CHAR = dict(corpus="shakespeare", tokenizers=("shakespeare-char", "char"))
 
+
+
+def _nanogpt_char(key: str, label: str, description: str, *, model: dict, train: dict, reference: float,
+                  source: str) -> Preset:
+    """nanoGPT's Shakespeare-char recipe at one size, with the validation loss its README publishes for it."""
+    return Preset(key=key, label=label, description=description, **_SHAKESPEARE_CHAR, model=model,
+                  train=dict(_SHAKESPEARE_TRAIN, checkpoint_interval=250, **train), reference=reference,
+                  reference_source=source)
+
+
 PRESETS = {
     p.key: p
     for p in [
-        Preset(
-            key="shakespeare-char-cpu",
-            label="Shakespeare char, CPU",
-            description="nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores.",
-            **_SHAKESPEARE_CHAR,
-            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
-            train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
-            reference=1.88,
-            reference_source="nanoGPT README, CPU run",
-        ),
-        Preset(
-            key="shakespeare-char-baby",
-            label="Shakespeare char, baby GPT",
-            description="nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU.",
-            **_SHAKESPEARE_CHAR,
-            model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
-            train=dict(_SHAKESPEARE_TRAIN, batch_size=64, max_steps=5000, eval_iters=200, checkpoint_interval=250),
-            reference=1.47,
-            reference_source="nanoGPT README, one A100",
-        ),
+        _nanogpt_char("shakespeare-char-cpu", "Shakespeare char, CPU",
+                      "nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores.",
+                      model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+                      train=dict(batch_size=12, max_steps=2000, eval_iters=20), reference=1.88,
+                      source="nanoGPT README, CPU run"),
+        _nanogpt_char("shakespeare-char-baby", "Shakespeare char, baby GPT",
+                      "nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU.",
+                      model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
+                      train=dict(batch_size=64, max_steps=5000, eval_iters=200), reference=1.47,
+                      source="nanoGPT README, one A100"),
         Preset(
             key="shakespeare-bpe-small",
             label="Shakespeare BPE, small",
