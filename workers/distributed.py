@@ -76,13 +76,20 @@ def process_group(*, devices: int, spec: dict, kind: str, timeout: float, endpoi
                   device_ids: list[int] | None = None):
     """Form a process group of `devices` ranks around this process (rank 0) for the body; yields whether train()
     should run with ddp. spec: {"model_config", "train_config", "train", "val", "resume"} (file paths; resume None).
+    device_ids: the CUDA devices of the local ranks, in rank order (TrainConfig.device_ids; None: 0, 1, ...).
     Raises GroupFailed when the group does not form within `timeout` seconds or loses a rank."""
     if devices == 1:
+        if kind == "cuda":
+            torch.cuda.set_device(device_ids[0] if device_ids else 0)  # train() puts the model on the current GPU
         yield False
         return
     if devices % nnodes:
         raise GroupFailed(f"devices ({devices}) must divide among the {nnodes} nodes (TRAINING_NNODES): each node "
                           f"runs the same number of ranks", requeue=False)
+    if device_ids and nnodes > 1:
+        raise GroupFailed(f"which devices (device_ids {','.join(map(str, device_ids))}) chooses GPUs of one machine; a "
+                          f"run over the {nnodes} machines of TRAINING_NNODES uses GPUs 0..{devices // nnodes - 1} of "
+                          f"each: leave it empty", requeue=False)
     host, port = split_endpoint(endpoint) if endpoint else ("127.0.0.1", free_port())
     key = uuid.uuid4().hex  # this attempt's keys: a follower tells a new run from the last one by it
     store = dist.TCPStore("0.0.0.0" if endpoint else host, port, is_master=True, wait_for_workers=False,

@@ -80,22 +80,8 @@ class ReinforceJob(TrainingJob):
         self.recorder = RolloutRecorder(run.pk, self.token)
         self.groups: list[dict] = []  # the current step's groups, as on_group reports them
 
-    def execute(self) -> str:
-        self.supervisor.start()
-        try:
-            return self.reinforce()
-        except ValueError as exc:  # ConfigError, a NaN reward, a prompt with no room: words for the user
-            self.recorder.close()
-            self.fail(str(exc))
-            return "failed"
-        except Exception as exc:
-            log.exception("run %s failed", self.run.pk)
-            self.recorder.close()
-            self.fail(f"{type(exc).__name__}: {exc}")
-            return "failed"
-        finally:
-            self.recorder.close()
-            self.supervisor.close()
+    def work(self) -> str:  # TrainingJob.execute runs it and records how it failed, if it did
+        return self.reinforce()
 
     # -- setting up -------------------------------------------------------------------------------------------------
 
@@ -201,7 +187,7 @@ class ReinforceJob(TrainingJob):
 
     def on_state(self, state) -> None:
         if state.step % CHECKPOINT_EVERY == 0 or state.step == self.cfg.steps:
-            self.save_grpo_checkpoint(state)
+            self.save_checkpoint(state)
 
     def should_stop(self) -> bool:
         from django.conf import settings
@@ -213,7 +199,9 @@ class ReinforceJob(TrainingJob):
 
     # -- checkpoints, evaluation, the end ---------------------------------------------------------------------------
 
-    def save_grpo_checkpoint(self, state) -> bool:
+    def save_checkpoint(self, state) -> bool:
+        """A GRPO checkpoint: LoRA-aware weights, the optimizer and the loop's own state (TrainingJob.save_on_stop
+        calls it too)."""
         try:
             path = ckpt_lib.save_checkpoint(
                 self.directory, model=self.model, step=state.step, optimizer=state.optimizer,
@@ -240,7 +228,7 @@ class ReinforceJob(TrainingJob):
             self.fail(self.checkpoint_error)
             return "failed: checkpoint"
         if state.stopped and state.stop_reason:  # the flat-reward guard: the library's sentence is the reason
-            self.save_on_stop_grpo(state)
+            self.save_on_stop(state)
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.FAILED,
                              reason=state.stop_reason)
             return "stopped: flat rewards"
@@ -248,29 +236,7 @@ class ReinforceJob(TrainingJob):
             reason = self.register(state)
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=reason)
             return "succeeded"
-        saved = self.save_on_stop_grpo(state)
-        if self.supervisor.cancelled.is_set():
-            lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
-                             reason=f"{saved}; Resume continues from there" if state.step else saved)
-            return "cancelled"
-        if self.over_time:
-            self.fail(f"the run trained for longer than TRAINING_MAX_SECONDS and was stopped at step {state.step}; "
-                      f"{saved}")
-            return "failed: time limit"
-        lease.run_requeue(run_id=self.run.pk, token=self.token, message=(
-            f"Worker {self.run.worker} is shutting down: stopped at step {state.step}, {saved}; the run continues "
-            f"on the next free worker."))
-        return "requeued: worker shutting down"
-
-    def save_on_stop_grpo(self, state) -> str:
-        if state.step == self.last_checkpoint_step:
-            return f"its checkpoint at step {state.step} is kept"
-        if state.step == 0:
-            return "no step was trained"
-        if self.save_grpo_checkpoint(state):
-            return f"a checkpoint was saved at step {state.step}"
-        reason, self.checkpoint_error = self.checkpoint_error, None
-        return reason
+        return self.finish_stopped(state, self.save_on_stop(state))
 
     def register(self, state) -> str:
         """Merge LoRA into the weights and register the result as `<base>-grpo` (a draft of the run's owner)."""

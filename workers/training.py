@@ -9,6 +9,13 @@ Three threads work for a run: the training loop (this thread) and the two of wor
 Supervisor (renews the lease, hears "cancel" on Redis at once, notices when the lease was lost) and a Recorder
 (every FLUSH_SECONDS writes the buffered steps to the database, then publishes them), so the loop never waits on the
 database or the network. The device's peak FLOP/s comes from workers/devices.py, measured once per process.
+
+Why one file of about 460 lines: it is one idea, TrainingJob, the life of a run on a worker (prepare, train, record,
+end), and its methods share one state (the run, its lease token, the supervisor and recorder, the last checkpoint).
+It is also the surface the other kinds override (workers/finetune.py, workers/reinforce.py replace a hook each:
+load_data, loop_inputs, save_checkpoint, finish), so splitting the class across modules would scatter that surface.
+What is not the job already lives apart: the threads (training_threads.py), the devices (devices.py), the process
+group (distributed.py).
 """
 
 import json
@@ -32,7 +39,7 @@ from workers import distributed
 from workers.devices import describe_device, peak_flops
 from workers.gpt import checkpoint as ckpt_lib
 from workers.gpt.config import ConfigError, GPTConfig, TrainConfig, flops_per_token, memory_fit_error, param_count
-from workers.gpt.config import split_fit_error
+from workers.gpt.config import devices_fit_error, split_fit_error
 from workers.gpt.data import open_tokens
 from workers.gpt.generate import generate
 from workers.gpt.train import resolve_device, train
@@ -128,18 +135,11 @@ class TrainingJob:
     # -- the whole life -------------------------------------------------------------------------------------------
 
     def execute(self) -> str:
+        """The whole life, for every kind: the supervisor runs while work() does, and whatever work() raises ends the
+        run with a reason the run page shows."""
         self.supervisor.start()
         try:
-            try:
-                train_data, val_data = self.load_data()
-                model_cfg = GPTConfig.from_dict(dict(self.run.model_config))
-                train_cfg = TrainConfig.from_dict(dict(self.run.train_config))
-                device = resolve_device(train_cfg.device)
-                self.check_fits(model_cfg, train_cfg, train_data, val_data, device)
-                resume = self.resume_point(model_cfg)
-            except Stopped as stopped:
-                return self.stopped_early(stopped.why)
-            return self.train(model_cfg, train_cfg, train_data, val_data, device, resume)
+            return self.work()
         except distributed.GroupFailed as exc:  # a rank died: resume from the checkpoint; no rendezvous: say so
             self.recorder.close()
             if exc.requeue and lease.run_requeue(run_id=self.run.pk, token=self.token, message=str(exc)):
@@ -159,6 +159,19 @@ class TrainingJob:
             self.recorder.close()
             self.supervisor.close()
             close_old_connections()
+
+    def work(self) -> str:
+        """Prepare (data, configs, fit checks, the checkpoint to resume), train, finish. Returns the task's result."""
+        try:
+            train_data, val_data = self.load_data()
+            model_cfg = GPTConfig.from_dict(dict(self.run.model_config))
+            train_cfg = TrainConfig.from_dict(dict(self.run.train_config))
+            device = resolve_device(train_cfg.device)
+            self.check_fits(model_cfg, train_cfg, train_data, val_data, device)
+            resume = self.resume_point(model_cfg)
+        except Stopped as stopped:
+            return self.stopped_early(stopped.why)
+        return self.train(model_cfg, train_cfg, train_data, val_data, device, resume)
 
     def train(self, model_cfg, train_cfg, train_data, val_data, device, resume) -> str:
         from_step = resume.step if resume is not None else 0
@@ -194,7 +207,7 @@ class TrainingJob:
             "artifacts_dir": str(files.artifact_path())}
         with distributed.process_group(devices=train_cfg.devices, spec=spec, kind=torch.device(device).type,
                                        timeout=settings.TRAINING_RDZV_TIMEOUT, endpoint=settings.TRAINING_RDZV_ENDPOINT,
-                                       nnodes=settings.TRAINING_NNODES) as ddp:
+                                       nnodes=settings.TRAINING_NNODES, device_ids=train_cfg.device_list()) as ddp:
             state = train(model_cfg, train_cfg, train_data, val_data, peak_flops=self.peak, on_step=self.on_step,
                           on_eval=self.on_eval, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop,
                           resume=resume, ddp=ddp, **extra)
@@ -231,10 +244,15 @@ class TrainingJob:
             best = f"best val loss {state.best_val_loss:.4f}" if state.best_val_loss is not None else ""
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=best)
             return "succeeded"
-        saved = self.save_on_stop(state)
+        return self.finish_stopped(state, self.save_on_stop(state))
+
+    def finish_stopped(self, state, saved: str) -> str:
+        """How a run that stopped before its last step ends (every kind: pretrain, sft, grpo): cancelled by its owner
+        (it can be resumed), over TRAINING_MAX_SECONDS (failed), or its worker shutting down (back to the queue, to
+        continue on the next free worker). `saved` says what became of its last checkpoint, for the message."""
         if self.supervisor.cancelled.is_set():
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.CANCELLED,
-                                reason=f"{saved}; Resume continues from there" if state.step else saved)
+                             reason=f"{saved}; Resume continues from there" if state.step else saved)
             return "cancelled"
         if self.over_time:
             self.fail(f"the run trained for longer than TRAINING_MAX_SECONDS ({settings.TRAINING_MAX_SECONDS:.0f} "
@@ -305,6 +323,8 @@ class TrainingJob:
                                   of=of)
         problem = problem or memory_fit_error(model_cfg, train_cfg, memory_bytes=self.device_info.get("memory_bytes"),
                                               device=f"the device of {self.run.worker}")
+        problem = problem or devices_fit_error(train_cfg, self.device_info | {"kind": torch.device(device).type},
+                                               where=f"this worker ({self.run.worker})")
         if problem is not None:
             raise problem
 

@@ -12,7 +12,6 @@ token trained on or masked: the loss mask fine-tuning uses, made visible. Both n
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from django.conf import settings
@@ -64,23 +63,10 @@ def conversations_create(*, name: str, data: bytes, description: str = "", owner
     if n_val is None:
         n_val = min(len(convs) - 1, max(1 if len(convs) > 1 else 0, round(len(convs) * val_fraction)))
     text = convlib.dump_jsonl(convs)  # one canonical line per conversation: the line numbers are the indices
-    raw = text.encode("utf-8")
-    sha = hashlib.sha256(raw).hexdigest()
-    rel = f"corpora/{sha}.jsonl"
-    path = files.artifact_path(rel)
-    created_file = not path.exists()
-    if created_file:
-        files.write_atomic(path, raw)
-    stats = conversation_stats(convs, n_val=n_val)
-    try:
-        return Corpus.objects.create(
-            name=name[:100], kind=Corpus.Kind.CONVERSATIONS, description=description.strip(), owner=owner,
-            builtin=builtin, path=rel, sha256=sha, size_bytes=len(raw), n_chars=len(text), n_lines=len(convs),
-            stats=stats, val_fraction=n_val / len(convs))
-    except BaseException:
-        if created_file and not Corpus.objects.filter(sha256=sha).exists():
-            path.unlink(missing_ok=True)
-        raise
+    return Corpus.objects.create_with_file(
+        text.encode("utf-8"), suffix=".jsonl", name=name[:100], kind=Corpus.Kind.CONVERSATIONS,
+        description=description.strip(), owner=owner, builtin=builtin, n_chars=len(text), n_lines=len(convs),
+        stats=conversation_stats(convs, n_val=n_val), val_fraction=n_val / len(convs))
 
 
 def conversation_stats(convs: list[list[dict]], *, n_val: int) -> dict:

@@ -1,5 +1,6 @@
 """Corpora (text data sets) and their token shards. Files live under ARTIFACTS_DIR; rows say where and what."""
 
+import hashlib
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +20,22 @@ class CorpusQuerySet(models.QuerySet):
         if user is not None and user.is_authenticated:
             return self.filter(Q(builtin=True) | Q(owner=user))
         return self.filter(builtin=True)
+
+    def create_with_file(self, data: bytes, *, suffix: str, **fields) -> "Corpus":
+        """A corpus row for `data`, stored once at ARTIFACTS_DIR/corpora/<sha256><suffix> (atomically; the same bytes
+        share one file). If the row cannot be saved, a file that no other corpus uses is removed again."""
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"corpora/{sha}{suffix}"
+        path = files.artifact_path(rel)
+        created_file = not path.exists()
+        if created_file:
+            files.write_atomic(path, data)
+        try:
+            return self.create(**fields | {"path": rel, "sha256": sha, "size_bytes": len(data)})
+        except BaseException:
+            if created_file and not self.model.objects.filter(sha256=sha).exists():
+                path.unlink(missing_ok=True)
+            raise
 
 
 class Corpus(models.Model):

@@ -59,17 +59,8 @@ def corpus_create(*, name: str, description: str = "", owner=None, uploads: list
     if not name:
         raise CorpusInputError("Give the corpus a name.")
     data, fields = _prepare(uploads=uploads, text=text, val_fraction=val_fraction)
-    path = files.artifact_path(fields["path"])
-    created_file = not path.exists()
-    if created_file:
-        files.write_atomic(path, data)
-    try:
-        return Corpus.objects.create(name=name[:100], description=description.strip(), owner=owner, builtin=builtin,
-                                     val_fraction=val_fraction, **fields)
-    except BaseException:
-        if created_file and not Corpus.objects.filter(sha256=fields["sha256"]).exists():
-            path.unlink(missing_ok=True)
-        raise
+    return Corpus.objects.create_with_file(data, suffix=".txt", name=name[:100], description=description.strip(),
+                                           owner=owner, builtin=builtin, val_fraction=val_fraction, **fields)
 
 
 def _prepare(*, uploads: list[Upload], text: str, val_fraction: float) -> tuple[bytes, dict]:

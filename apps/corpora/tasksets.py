@@ -11,7 +11,6 @@ only, like workers.gpt.tasks: the web side uses it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from django.conf import settings
@@ -19,7 +18,6 @@ from django.utils.translation import gettext as _
 
 from apps.corpora.models import Corpus
 from apps.corpora.text import CorpusInputError
-from apps.system import files
 from workers.gpt import tasks
 
 MAX_PROBLEMS = 20_000  # per split, generated
@@ -69,25 +67,13 @@ def _save(*, owner, name: str, description: str, splits: dict, info: dict) -> Co
                          "meta": p.metadata}, ensure_ascii=False)
              for split, problems in splits.items() for p in problems]
     text = "\n".join(lines) + "\n"
-    data = text.encode("utf-8")
-    sha = hashlib.sha256(data).hexdigest()
-    rel = f"corpora/{sha}.jsonl"
-    path = files.artifact_path(rel)
-    created_file = not path.exists()
-    if created_file:
-        files.write_atomic(path, data)
     answers = [p.answer for problems in splits.values() for p in problems]
     stats = {"task": info, "n_problems": len(lines),
              "mean_prompt_chars": sum(len(p.prompt) for ps in splits.values() for p in ps) / max(len(lines), 1),
              "distinct_answers": len(set(answers))}
-    try:
-        return Corpus.objects.create(name=name[:100], description=description.strip(), owner=owner,
-                                     kind=Corpus.Kind.TASKS, path=rel, sha256=sha, size_bytes=len(data),
-                                     n_chars=len(text), n_lines=len(lines), stats=stats, val_fraction=0.0)
-    except BaseException:
-        if created_file and not Corpus.objects.filter(sha256=sha).exists():
-            path.unlink(missing_ok=True)
-        raise
+    return Corpus.objects.create_with_file(text.encode("utf-8"), suffix=".jsonl", name=name[:100],
+                                           description=description.strip(), owner=owner, kind=Corpus.Kind.TASKS,
+                                           n_chars=len(text), n_lines=len(lines), stats=stats, val_fraction=0.0)
 
 
 def taskset_problems(*, corpus: Corpus, split: str) -> list[tasks.Problem]:

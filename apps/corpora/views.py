@@ -16,6 +16,7 @@ from apps.corpora import selectors, services, views_conversations
 from apps.corpora.forms import EncodeForm, SplitForm, UploadForm
 from apps.corpora.models import Corpus, Shards
 from apps.corpora.text import CorpusInputError
+from apps.system.actions import user_action
 from apps.tokenization.selectors import tokenizer_list
 
 SLACK_BYTES = 1024 * 1024  # multipart framing and form fields on top of the text itself
@@ -175,10 +176,7 @@ def shards_cancel(request, shards_id: int):
     except Shards.DoesNotExist:
         raise Http404 from None
     corpus = _corpus_or_404(request, shards.corpus_id)
-    try:
-        services.shards_cancel(shards=shards, user=request.user)
-    except PermissionDenied as exc:
-        messages.error(request, str(exc))
+    user_action(request, services.shards_cancel, refused=PermissionDenied, shards=shards)
     if request.htmx:
         return render(request, "corpora/_shards.html", _detail_context(request, corpus))
     return redirect("corpora:detail", corpus_id=corpus.id)
@@ -188,10 +186,7 @@ def shards_cancel(request, shards_id: int):
 @require_POST
 def delete(request, corpus_id: int):
     corpus = _corpus_or_404(request, corpus_id)
-    try:
-        services.corpus_delete(corpus=corpus, user=request.user)
-    except (PermissionDenied, CorpusInputError) as exc:
-        messages.error(request, str(exc))
+    if not user_action(request, services.corpus_delete, refused=(PermissionDenied, CorpusInputError), corpus=corpus):
         return redirect("corpora:detail", corpus_id=corpus.id)
     messages.success(request, _("Deleted %(name)s.") % {"name": corpus.name})
     return redirect("corpora:list")

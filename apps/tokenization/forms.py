@@ -13,10 +13,35 @@ class _CorpusField(forms.ModelChoiceField):
         return f"{corpus.name} ({corpus.size_bytes / 1024 / 1024:.1f} MB)"
 
 
-class TrainForm(forms.Form):
-    name = forms.CharField(max_length=64, label=_("Name"),
-                           help_text=_("lowercase letters, digits and . _ - (e.g. shakespeare-bpe-4096)"))
+def _checked(check, value):
+    """check(value) as the services check it; its TokenizationError becomes the field's error."""
+    try:
+        return check(value)
+    except TokenizationError as exc:
+        raise forms.ValidationError(str(exc)) from None
+
+
+def _name_field(example: str) -> forms.CharField:
+    return forms.CharField(max_length=64, label=_("Name"), help_text=example)
+
+
+class _FromCorpusForm(forms.Form):
+    """A new tokenizer made from a corpus: its name (checked as the services check it) and the corpus, chosen among
+    `corpora` (what the person may read)."""
+
+    name = _name_field("")
     corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None, label=_("Corpus"))
+
+    def __init__(self, *args, corpora, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["corpus"].queryset = corpora
+
+    def clean_name(self):
+        return _checked(services.tokenizer_check_name, self.cleaned_data["name"])
+
+
+class TrainForm(_FromCorpusForm):
+    name = _name_field(_("lowercase letters, digits and . _ - (e.g. shakespeare-bpe-4096)"))
     vocab_size = forms.IntegerField(
         initial=4096, min_value=1, label=_("Vocabulary size"),
         help_text=format_lazy(_("{low} byte tokens + merges + special tokens; at most {high} so ids fit in uint16"),
@@ -29,33 +54,9 @@ class TrainForm(forms.Form):
     special_tokens = forms.CharField(initial=toklib.ENDOFTEXT, label=_("Special tokens"),
                                      help_text=_("separated by spaces; must include <|endoftext|>"))
 
-    def __init__(self, *args, corpora, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["corpus"].queryset = corpora
-
-    def clean_name(self):
-        try:
-            return services.tokenizer_check_name(self.cleaned_data["name"])
-        except TokenizationError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
     def clean_special_tokens(self):
-        try:
-            return services.parse_special_tokens(self.cleaned_data["special_tokens"])
-        except TokenizationError as exc:
-            raise forms.ValidationError(str(exc)) from None
+        return _checked(services.parse_special_tokens, self.cleaned_data["special_tokens"])
 
 
-class CharForm(forms.Form):
-    name = forms.CharField(max_length=64, label=_("Name"), help_text=_("e.g. songci-char"))
-    corpus = _CorpusField(queryset=Corpus.objects.none(), empty_label=None, label=_("Corpus"))
-
-    def __init__(self, *args, corpora, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["corpus"].queryset = corpora
-
-    def clean_name(self):
-        try:
-            return services.tokenizer_check_name(self.cleaned_data["name"])
-        except TokenizationError as exc:
-            raise forms.ValidationError(str(exc)) from None
+class CharForm(_FromCorpusForm):
+    name = _name_field(_("e.g. songci-char"))

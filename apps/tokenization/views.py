@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.corpora.selectors import corpus_list
+from apps.system.actions import user_action
 from apps.system.limits import RateLimited, client_address
 from apps.tokenization import merges as merge_explorer, playground as panes, selectors, services, vocabulary
 from apps.tokenization.forms import CharForm, TrainForm
@@ -210,10 +211,7 @@ def detail(request, name: str):
 @require_POST
 def cancel(request, name: str):
     row = _get_or_404(request, name)
-    try:
-        services.tokenizer_cancel(tokenizer=row, user=request.user)
-    except PermissionDenied as exc:
-        messages.error(request, str(exc))
+    user_action(request, services.tokenizer_cancel, refused=PermissionDenied, tokenizer=row)
     return redirect("tokenization:detail", name=row.name)
 
 
@@ -221,10 +219,8 @@ def cancel(request, name: str):
 @require_POST
 def delete(request, name: str):
     row = _get_or_404(request, name)
-    try:
-        services.tokenizer_delete(tokenizer=row, user=request.user)
-    except (PermissionDenied, TokenizationError) as exc:
-        messages.error(request, str(exc))
+    refused = (PermissionDenied, TokenizationError)
+    if not user_action(request, services.tokenizer_delete, refused=refused, tokenizer=row):
         return redirect("tokenization:detail", name=row.name)
     messages.success(request, f"Deleted {name}.")
     return redirect("tokenization:library")

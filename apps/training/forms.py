@@ -9,24 +9,24 @@ from django.utils.translation import gettext_lazy
 from apps.training import estimates, sources
 from apps.training.presets import BLOCK_STYLES, PRESETS, block_style
 from apps.training.selectors import train_workers
-from workers.gpt.config import (DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig, memory_fit_error,
-                               split_fit_error)
+from workers.gpt.config import (DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig, devices_fit_error,
+                               memory_fit_error, split_fit_error)
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "dropout", "bias")
 TRAIN_FIELDS = ("batch_size", "grad_accum", "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay",
                 "grad_clip", "beta1", "beta2", "eval_interval", "eval_iters", "checkpoint_interval", "keep_last",
-                "seed", "device", "dtype", "compile", "log_interval", "devices")
+                "seed", "device", "dtype", "compile", "log_interval", "devices", "device_ids")
 ADVANCED_FIELDS = ("weight_decay", "grad_clip", "beta1", "beta2", "eval_iters", "keep_last", "seed", "device", "dtype",
                    "compile", "log_interval")
 BLOCK_CHOICES = [("gpt2", gettext_lazy("GPT-2: LayerNorm, learned positions, GELU")),
                  ("llama", gettext_lazy("Llama: RMSNorm, RoPE, SwiGLU"))]
 
 
-def _int(label, lo, hi, help_text=gettext_lazy("")):
+def _int(label, lo, hi, help_text=""):
     return forms.IntegerField(label=label, min_value=lo, max_value=hi, help_text=help_text)
 
 
-def _float(label, lo, hi, help_text=gettext_lazy("")):
+def _float(label, lo, hi, help_text=""):
     return forms.FloatField(label=label, min_value=lo, max_value=hi, help_text=help_text,
                             widget=forms.NumberInput(attrs={"step": "any"}))
 
@@ -61,6 +61,9 @@ class RunForm(forms.Form):
     devices = forms.IntegerField(label=gettext_lazy("devices"), min_value=1, max_value=1024, initial=1, required=False,
                                  help_text=gettext_lazy("processes training the run together (DDP), one per GPU or "
                                                         "CPU core; the global batch stays batch_size × grad_accum"))
+    device_ids = forms.CharField(label=gettext_lazy("which devices"), max_length=200, required=False,
+                                 help_text=gettext_lazy("the GPUs the ranks use, one per device, numbered as in "
+                                                        "CUDA_VISIBLE_DEVICES (e.g. 0,2); empty = the first ones"))
     max_steps = _int("max_steps", 1, 2_000_000, gettext_lazy("optimizer steps"))
     learning_rate = _float("learning_rate", 1e-8, 10.0, gettext_lazy("peak, after warmup"))
     min_lr = _float("min_lr", 0.0, 10.0, gettext_lazy("the cosine decay ends here; about learning_rate/10"))
@@ -126,6 +129,9 @@ class RunForm(forms.Form):
     def clean_devices(self):
         return self.cleaned_data.get("devices") or 1  # left empty: one
 
+    def clean_device_ids(self):
+        return (self.cleaned_data.get("device_ids") or "").strip()
+
     def clean(self):
         data = super().clean()
         corpus, tokenizer = data.get("corpus"), data.get("tokenizer")
@@ -145,6 +151,7 @@ class RunForm(forms.Form):
             return data
         self._check_data(info, corpus, tokenizer)
         self._check_devices(self.train_cfg.devices)
+        self._check_device_ids(self.train_cfg)
         self.estimate = estimates.estimate(self.model_cfg, self.train_cfg, workers=self.workers,
                                            train_tokens=info.train_tokens)
         self._check_memory(self.estimate)
@@ -174,6 +181,17 @@ class RunForm(forms.Form):
                 "(%(what)s). Ask for at most %(most)d, or start a train worker on a machine with more.") % {
                 "devices": devices, "most": device_capacity(largest), "name": largest["name"],
                 "what": _device_words(largest)})
+
+    def _check_device_ids(self, train_cfg: TrainConfig) -> None:
+        """GPUs chosen by number must exist on some live train worker (workers.gpt.config.devices_fit_error, which
+        the worker checks again against its own): refuse them with the worker that comes closest."""
+        if not train_cfg.device_ids or not self.workers:
+            return
+        problems = [devices_fit_error(train_cfg, w.get("device") or {}, where=w["name"]) for w in self.workers]
+        if all(problems):
+            closest = max(range(len(self.workers)), key=lambda i: (
+                (self.workers[i].get("device") or {}).get("kind") == "cuda", device_capacity(self.workers[i])))
+            self.add_error(problems[closest].field, str(problems[closest]))
 
     def _check_memory(self, est: dict) -> None:
         if estimates.fits_somewhere(est):

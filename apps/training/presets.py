@@ -47,31 +47,32 @@ _SHAKESPEARE_TRAIN = dict(
     learning_rate=1e-3, min_lr=1e-4, beta2=0.99, warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_interval=250
 )
 
+# the character-level recipes' data: the bundled Shakespeare, read with the first character tokenizer that exists
+_SHAKESPEARE_CHAR = dict(corpus="shakespeare", tokenizers=("shakespeare-char", "char"))
+
+
+
+def _nanogpt_char(key: str, label: str, description: str, *, model: dict, train: dict, reference: float,
+                  source: str) -> Preset:
+    """nanoGPT's Shakespeare-char recipe at one size, with the validation loss its README publishes for it."""
+    return Preset(key=key, label=label, description=description, **_SHAKESPEARE_CHAR, model=model,
+                  train=dict(_SHAKESPEARE_TRAIN, checkpoint_interval=250, **train), reference=reference,
+                  reference_source=source)
+
+
 PRESETS = {
     p.key: p
     for p in [
-        Preset(
-            key="shakespeare-char-cpu",
-            label=_("Shakespeare char, CPU"),
-            description=_("nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores."),
-            corpus="shakespeare",
-            tokenizers=("shakespeare-char", "char"),
-            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
-            train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
-            reference=1.88,
-            reference_source=_("nanoGPT README, CPU run"),
-        ),
-        Preset(
-            key="shakespeare-char-baby",
-            label=_("Shakespeare char, baby GPT"),
-            description=_("nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU."),
-            corpus="shakespeare",
-            tokenizers=("shakespeare-char", "char"),
-            model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
-            train=dict(_SHAKESPEARE_TRAIN, batch_size=64, max_steps=5000, eval_iters=200, checkpoint_interval=250),
-            reference=1.47,
-            reference_source=_("nanoGPT README, one A100"),
-        ),
+        _nanogpt_char("shakespeare-char-cpu", _("Shakespeare char, CPU"),
+                      _("nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores."),
+                      model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+                      train=dict(batch_size=12, max_steps=2000, eval_iters=20), reference=1.88,
+                      source=_("nanoGPT README, CPU run")),
+        _nanogpt_char("shakespeare-char-baby", _("Shakespeare char, baby GPT"),
+                      _("nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU."),
+                      model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
+                      train=dict(batch_size=64, max_steps=5000, eval_iters=200), reference=1.47,
+                      source=_("nanoGPT README, one A100")),
         Preset(
             key="shakespeare-bpe-small",
             label=_("Shakespeare BPE, small"),
@@ -90,8 +91,7 @@ PRESETS = {
             label=_("Shakespeare char, Llama blocks"),
             description=_("The CPU recipe's size with Llama's block: RMSNorm, rotary positions, a SwiGLU MLP and 2 "
                           "key/value heads shared by 4 query heads. Compare its curve with the GPT-2-style run."),
-            corpus="shakespeare",
-            tokenizers=("shakespeare-char", "char"),
+            **_SHAKESPEARE_CHAR,
             model=dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=128, block_size=64, dropout=0.0, bias=False,
                        **BLOCK_STYLES["llama"]),
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),

@@ -1,11 +1,11 @@
 """The sweep pages: the form with its grid preview, the sweep's page (live), its fit as JSON, the prediction run."""
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.system.actions import user_action
 from apps.training import sweeps
 from apps.training.services import TrainingError
 from apps.training.sweep_forms import SweepForm
@@ -61,10 +61,7 @@ def sweep_fit(request, sweep_id: int):
 @require_POST
 def sweep_predict(request, sweep_id: int):
     sweep = _visible(request, sweep_id)
-    try:
-        sweeps.sweep_predict(sweep=sweep, user=request.user)
-    except TrainingError as exc:
-        messages.error(request, str(exc))
+    user_action(request, sweeps.sweep_predict, refused=TrainingError, sweep=sweep)
     return redirect("training:sweep", sweep_id=sweep.pk)
 
 

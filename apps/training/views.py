@@ -4,6 +4,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.system.actions import user_action
 from apps.system.devices import describe_device
 from apps.training import realtime, selectors, services
 from apps.training.forms import ADVANCED_FIELDS, ForkForm, RunForm
@@ -82,10 +83,7 @@ def run_panel(request, run_id: int):
 @require_POST
 def cancel(request, run_id: int):
     run = _visible_run(request, run_id)
-    try:
-        services.run_cancel(run=run, user=request.user)
-    except TrainingError as exc:
-        messages.error(request, str(exc))
+    user_action(request, services.run_cancel, refused=TrainingError, run=run)
     return _back_to_run(request, run)
 
 
@@ -93,10 +91,7 @@ def cancel(request, run_id: int):
 @require_POST
 def resume(request, run_id: int):
     run = _visible_run(request, run_id)
-    try:
-        services.run_resume(run=run, user=request.user)
-    except TrainingError as exc:
-        messages.error(request, str(exc))
+    user_action(request, services.run_resume, refused=TrainingError, run=run)
     return _back_to_run(request, run)
 
 

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from workers.gpt.config import (
     ConfigError,
     GPTConfig,
     TrainConfig,
+    devices_fit_error,
     flops_per_token,
     memory_estimate,
     memory_estimate_bytes,
@@ -164,3 +166,27 @@ def test_a_character_tokenizer_missing_characters_of_a_corpus_lists_them():
     assert missing_chars_error(tokenizer="abc", corpus="Tiny", alphabet="cab", chars="abcd") is None
     message = missing_chars_error(tokenizer="abc", corpus="Song", alphabet="abcχ!", chars="abc")
     assert message.startswith("abc has no id for 2 character(s) of Song ('!' 'χ'): choose Song's own character")
+
+
+def test_a_worker_refuses_devices_it_does_not_have_naming_what_it_has():
+    gpus = {"kind": "cuda", "count": 2, "cores": 32}
+    assert devices_fit_error(TrainConfig(devices=2, batch_size=4), gpus, where="train@gpu") is None
+    assert devices_fit_error(TrainConfig(devices=2, batch_size=4, device_ids="1,0"), gpus, where="train@gpu") is None
+    more = devices_fit_error(TrainConfig(devices=4, batch_size=4), gpus, where="train@gpu")
+    assert more.field == "devices"
+    assert str(more) == "devices (4) is more than the 2 GPU(s) of train@gpu: ask for at most 2"
+    absent = devices_fit_error(TrainConfig(devices=2, batch_size=4, device_ids="0,3"), gpus, where="train@gpu")
+    assert absent.field == "device_ids" and "GPU 3 is not there: choose among 0..1" in str(absent)
+    cpu = {"kind": "cpu", "count": 1, "cores": 2}
+    assert devices_fit_error(TrainConfig(devices=4, batch_size=4), cpu, where="train@cpu") is None  # processes: slow
+    assert "computes on CPU" in str(devices_fit_error(TrainConfig(device_ids="0"), cpu, where="train@cpu"))
+
+
+@pytest.mark.parametrize("ids, words", [("0,0", "names GPU 0 twice"),
+                                        ("0;1", "must be GPU numbers separated by commas"),
+                                        ("2", "names 1 GPU(s) but devices is 2")])
+def test_which_devices_must_be_distinct_gpu_numbers_one_per_device(ids, words):
+    with pytest.raises(ConfigError, match=re.escape(words)) as e:
+        TrainConfig(devices=2, batch_size=4, device_ids=ids)
+    assert e.value.field == "device_ids"
+

@@ -157,3 +157,21 @@ def test_more_nodes_than_the_devices_divide_among_is_refused():
     with pytest.raises(distributed.GroupFailed, match=r"devices \(3\) must divide among the 2 nodes"):
         with distributed.process_group(devices=3, spec={}, kind="cpu", timeout=1.0, nnodes=2):
             pass
+
+
+def test_which_devices_the_worker_lacks_fail_the_run_with_a_message_before_any_process_starts(
+        user, tiny_corpus, char_tok, encoded, children):
+    run = make_run(user, tiny_corpus, char_tok, max_steps=4, devices=2, device_ids="0,1")  # this worker: a CPU
+    assert train(run) == "failed" and children == []
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED
+    assert run.reason == ("device_ids (0,1) choose GPUs, but this worker (train@test) computes on CPU: leave "
+                          "device_ids empty")
+
+
+def test_which_devices_choose_the_gpus_of_one_machine_only():
+    with pytest.raises(distributed.GroupFailed, match=r"chooses GPUs of one machine; a run over the 2 machines") as e:
+        with distributed.process_group(devices=4, spec={}, kind="cuda", timeout=1.0, nnodes=2, device_ids=[1, 3]):
+            pass
+    assert not e.value.requeue
+

@@ -181,6 +181,9 @@ class TrainConfig(_ConfigMixin):
     # processes (one per device) that train the run together with DDP; they share the same global batch of
     # batch_size * grad_accum sequences, so the curve does not depend on this (see workers/gpt/train.py rank_share)
     devices: int = 1
+    # which of the worker's GPUs the ranks use, in rank order, written as CUDA_VISIBLE_DEVICES is ("0,2"): one per
+    # device; empty = GPUs 0..devices-1. Only for CUDA (CPU ranks are processes, not devices) and one machine
+    device_ids: str = ""
     # report (and read the loss from the device) every this many steps; None = 1 on CPU and MPS (every step on the
     # curve), 10 on CUDA, where reading a number waits for the GPU and would stall its queue of kernels every step
     log_interval: int | None = None
@@ -195,6 +198,8 @@ class TrainConfig(_ConfigMixin):
             _at_least(name, getattr(self, name), 1)
         if self.grad_accum % self.devices and self.batch_size % self.devices:
             raise ConfigError("devices", share_error(self.batch_size, self.grad_accum, self.devices))
+        ids = self.device_list()
+        self.device_ids = ",".join(map(str, ids)) if ids else ""  # " 0, 2" -> "0,2"
         if self.log_interval is not None:
             _at_least("log_interval", self.log_interval, 1, "or leave it empty for the device's default")
         for name in ("warmup_steps", "checkpoint_interval", "weight_decay", "grad_clip", "min_lr"):
@@ -221,6 +226,44 @@ class TrainConfig(_ConfigMixin):
                 raise ConfigError(name, f"{name} ({value}) must be in [0, 1): try {0.9 if name == 'beta1' else 0.95}")
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
+
+
+    def device_list(self) -> list[int] | None:
+        """device_ids as GPU numbers in rank order; None when empty (GPUs 0..devices-1). Raises ConfigError naming
+        device_ids when they are not numbers, name one GPU twice, or are not one per device."""
+        text = self.device_ids.strip()
+        if not text:
+            return None
+        parts = [p.strip() for p in text.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ConfigError("device_ids", f"device_ids ({text!r}) must be GPU numbers separated by commas, as in "
+                                            f"CUDA_VISIBLE_DEVICES: e.g. 0,2, or empty for the first ones")
+        ids = [int(p) for p in parts]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ConfigError("device_ids", f"device_ids ({text}) names GPU {twice[0]} twice: every rank needs a "
+                                            f"device of its own")
+        if len(ids) != self.devices:
+            raise ConfigError("device_ids", f"device_ids ({text}) names {len(ids)} GPU(s) but devices is "
+                                            f"{self.devices}: name one GPU per device, or set devices to {len(ids)}")
+        return ids
+
+
+def devices_fit_error(train: TrainConfig, device: dict, *, where: str) -> ConfigError | None:
+    """The run's devices against a worker's (`device` as workers.devices.describe_device and the heartbeat give it:
+    kind, count of GPUs, cores): GPUs chosen by number must exist there, and a CUDA run cannot have more ranks than
+    GPUs. (CPU ranks are processes: more of them than cores is slow, not impossible; the form keeps to the cores.)"""
+    ids, kind, count = train.device_list(), device.get("kind"), int(device.get("count") or 1)
+    if ids and kind != "cuda":
+        return ConfigError("device_ids", f"device_ids ({train.device_ids}) choose GPUs, but {where} computes on "
+                                         f"{str(kind).upper()}: leave device_ids empty")
+    if ids and max(ids) >= count:
+        return ConfigError("device_ids", f"device_ids ({train.device_ids}): {where} has {count} GPU(s), numbered "
+                                         f"0..{count - 1}, so GPU {max(ids)} is not there: choose among 0..{count - 1}")
+    if kind == "cuda" and train.devices > count:
+        return ConfigError("devices", f"devices ({train.devices}) is more than the {count} GPU(s) of {where}: ask "
+                                      f"for at most {count}")
+    return None
 
 
 def _round_up(n: int, multiple: int) -> int:

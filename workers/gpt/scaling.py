@@ -13,6 +13,10 @@ budget follows L(C) = a·C^-b + c, which predicts what a bigger budget buys.
 
 Compute is counted as the training dashboard counts it (workers/gpt/config.py flops_per_token: 6N plus attention),
 and N is param_count(non_embedding=True), the N of that 6N, so a grid row's FLOPs and the dashboard's MFU agree.
+
+Why one file of about 450 lines: it is one method, approach 2, whose two halves are written against each other: the
+grid is planned so that each budget has the sizes its valley fit needs (MIN_SIZES_PER_BUDGET, MIN_BUDGETS), and the
+fits read exactly the rows the grid made. About half the lines are the fits' docstrings and the papers' constants.
 """
 
 from __future__ import annotations

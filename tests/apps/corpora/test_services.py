@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
 from apps.corpora import selectors, services
-from apps.corpora.models import Corpus, Shards
+from apps.corpora.models import Corpus, CorpusQuerySet, Shards
 from apps.system.models import JobStatus
 from apps.corpora.services import Upload
 from apps.corpora.text import CorpusInputError
@@ -52,10 +52,10 @@ def test_bad_uploads_are_refused_and_nothing_is_written(user, kwargs, status, me
 
 
 def test_a_failed_save_removes_the_file_it_wrote(user, monkeypatch):
-    def boom(**kwargs):
+    def boom(*args, **kwargs):
         raise RuntimeError("database is gone")
 
-    monkeypatch.setattr(Corpus.objects, "create", boom)
+    monkeypatch.setattr(CorpusQuerySet, "create", boom)  # the row's save, inside Corpus.objects.create_with_file
     before = artifact_files("corpora")
     with pytest.raises(RuntimeError):
         services.corpus_create(name="x", owner=user, text="some unique text 8c1f")

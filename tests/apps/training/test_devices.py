@@ -48,6 +48,33 @@ def test_a_batch_that_does_not_divide_among_the_devices_is_refused_naming_the_va
 
 
 @pytest.mark.django_db
+def test_which_devices_must_be_gpus_a_live_worker_has_one_per_device(user, tiny_corpus, char_tok, redis_clean):
+    heartbeat("train@cpu", cores=2)
+    heartbeat("train@gpu", kind="cuda", count=4)
+
+    def submit(**changes):
+        form = RunForm(form_data(tiny_corpus, char_tok, batch_size=4, **changes), user=user)
+        return form, errors_of(form)
+    form, errors = submit(devices=2, device_ids=" 0, 2")
+    assert errors == {} and form.configs()[1]["device_ids"] == "0,2"  # written as CUDA_VISIBLE_DEVICES is
+    assert submit(devices=2, device_ids="1,4")[1] == {"device_ids": (
+        "device_ids (1,4): train@gpu has 4 GPU(s), numbered 0..3, so GPU 4 is not there: choose among 0..3")}
+    assert "names 1 GPU(s) but devices is 2: name one GPU per device, or set devices to 1" in submit(
+        devices=2, device_ids="3")[1]["device_ids"]
+    assert "names GPU 1 twice" in submit(devices=2, device_ids="1,1")[1]["device_ids"]
+    assert "must be GPU numbers separated by commas" in submit(devices=2, device_ids="cuda:0")[1]["device_ids"]
+
+
+@pytest.mark.django_db
+def test_which_devices_on_cpu_only_workers_is_refused_saying_why(user, tiny_corpus, char_tok, redis_clean):
+    heartbeat("train@cpu", cores=2)
+    errors = errors_of(RunForm(form_data(tiny_corpus, char_tok, batch_size=4, devices=2, device_ids="0,1"),
+                               user=user))
+    assert errors == {"device_ids": "device_ids (0,1) choose GPUs, but train@cpu computes on CPU: leave device_ids "
+                                    "empty"}
+
+
+@pytest.mark.django_db
 def test_devices_left_empty_means_one(user, tiny_corpus, char_tok, redis_clean):
     form = RunForm(form_data(tiny_corpus, char_tok), user=user)
     assert form.is_valid(), form.errors and form.configs()[1]["devices"] == 1
