@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from apps.system.devices import device_key
 from apps.system.selectors import worker_list
 from apps.training import realtime
+from apps.training.estimates import shape_key
 from apps.training.models import Checkpoint, DeviceProfile, Evaluation, Metric, Run, RunEvent
 from apps.training.presets import PRESETS, preset_matches
 from apps.training.errors import RunNotFound
@@ -131,6 +132,35 @@ def train_workers() -> list[dict]:
     profiles = {p.key: p for p in DeviceProfile.objects.filter(key__in=[device_key(w.get("device") or {})
                                                                         for w in live])}
     return [w | {"profile": profiles.get(device_key(w.get("device") or {}))} for w in live]
+
+
+# step_times: how many recent runs of a shape are read per device, how many of each run's latest steps, and how many
+# first steps are skipped (they include warm-up: allocation, compilation, caches)
+STEP_TIME_RUNS, STEP_TIME_STEPS, STEP_TIME_SKIP = 3, 200, 5
+
+
+def step_times(*, shape: str, kind: str) -> dict[str, dict]:
+    """{device key: {"ms", "low_ms", "high_ms", "runs", "steps"}}: the median and 20th/80th percentile ms/step of
+    the latest steps of the most recent runs of this shape (estimates.shape_key) on each kind of device."""
+    by_device: dict[str, list[int]] = {}
+    for run in (Run.objects.filter(kind=kind, step__gt=STEP_TIME_SKIP).exclude(device={})
+                .order_by("-updated").only("pk", "kind", "model_config", "train_config", "data", "device")[:50]):
+        ids = by_device.setdefault(device_key(run.device), [])
+        if len(ids) < STEP_TIME_RUNS and shape_key(kind=kind, model_config=run.model_config,
+                                                    train_config=run.train_config, data=run.data) == shape:
+            ids.append(run.pk)
+    out = {}
+    for key, ids in by_device.items():
+        ms = sorted(m for run_id in ids for m in Metric.objects.filter(run_id=run_id, step__gt=STEP_TIME_SKIP)
+                    .order_by("-step").values_list("ms", flat=True)[:STEP_TIME_STEPS])
+        if ms:
+            out[key] = {"ms": _quantile(ms, 0.5), "low_ms": _quantile(ms, 0.2), "high_ms": _quantile(ms, 0.8),
+                        "runs": len(ids), "steps": len(ms)}
+    return out
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def run_checkpoints(*, run: Run) -> QuerySet[Checkpoint]:

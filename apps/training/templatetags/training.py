@@ -37,6 +37,14 @@ def duration(seconds):
 
 
 @register.filter
+def step_time(seconds):
+    """Seconds per step -> "85 ms" below a second, else as `duration`."""
+    if seconds is None or seconds == "":
+        return "—"
+    return f"{float(seconds) * 1000:.0f} ms" if float(seconds) < 1 else duration(seconds)
+
+
+@register.filter
 def percent(value, digits=0):
     if value is None or value == "":
         return "—"
