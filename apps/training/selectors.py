@@ -164,7 +164,34 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 def run_checkpoints(*, run: Run) -> QuerySet[Checkpoint]:
+    """Newest first (the page says so)."""
     return run.checkpoints.order_by("-step")
+
+
+# When a pretraining checkpoint is worth trying on the Generate page. Perplexity, exp(val loss), is how many tokens
+# the model still hesitates between, on average. A table of token frequencies (the unigram baseline, measured on the
+# run's data by the worker) is the first thing a model learns and writes letter soup; a model whose perplexity is at
+# most a third of that table's has learned which tokens follow which: a character model of Shakespeare crosses it
+# near val loss 2.2, where its samples turn into words and names. Runs recorded before the worker measured the
+# baseline use 55 % of the uniform guess, ln(vocab_size), where the same rule lands on typical text.
+TRY_PERPLEXITY_FACTOR = 3
+TRY_FALLBACK_OF_UNIFORM = 0.55
+
+
+def checkpoint_advice(*, run: Run, checkpoints) -> dict:
+    """The best checkpoint by val loss (the latest of equals), the loss below which a checkpoint is worth trying
+    and why, and the earliest checkpoint that got there."""
+    scored = sorted((c for c in checkpoints if c.val_loss is not None), key=lambda c: c.step)
+    best = min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else None
+    uniform = math.log(max(2, int(run.model_config.get("vocab_size") or 2)))
+    unigram = (run.data.get("baselines") or {}).get("unigram")
+    threshold = None
+    if run.kind == Run.Kind.PRETRAIN:
+        threshold = unigram - math.log(TRY_PERPLEXITY_FACTOR) if unigram else TRY_FALLBACK_OF_UNIFORM * uniform
+    first_ready = next((c for c in scored if threshold is not None and c.val_loss <= threshold), None)
+    return {"best": best, "threshold": threshold, "unigram": unigram, "uniform": uniform,
+            "ready": best is not None and threshold is not None and best.val_loss <= threshold,
+            "first_ready": first_ready, "factor": TRY_PERPLEXITY_FACTOR}
 
 
 def run_compare(*, runs: list[Run]) -> dict:
