@@ -45,6 +45,9 @@ _SHAKESPEARE_TRAIN = dict(
     learning_rate=1e-3, min_lr=1e-4, beta2=0.99, warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_interval=250
 )
 
+# the CPU recipe's model, shared by the presets that keep its size
+_CPU_MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)
+
 PRESETS = {
     p.key: p
     for p in [
@@ -61,7 +64,7 @@ PRESETS = {
             "cores. Its samples already look like Shakespeare: words, names, lines (spelling still wobbly).",
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
-            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+            model=_CPU_MODEL,
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=1000, learning_rate=2e-3, min_lr=2e-4,
                        warmup_steps=50, eval_interval=200, eval_iters=10, checkpoint_interval=200),
         ),
@@ -71,7 +74,7 @@ PRESETS = {
             description="nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores.",
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
-            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+            model=_CPU_MODEL,
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
             reference=1.88,
             reference_source="nanoGPT README, CPU run",
@@ -95,7 +98,7 @@ PRESETS = {
             "Losses are per token: not comparable with the character runs.",
             corpus="shakespeare",
             tokenizers=("shakespeare-bpe", "gpt2"),
-            model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+            model=_CPU_MODEL,
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=1500, eval_iters=20, checkpoint_interval=250,
                        learning_rate=1e-3, min_lr=1e-4),
         ),
@@ -106,8 +109,7 @@ PRESETS = {
             "key/value heads shared by 4 query heads. Compare its curve with the GPT-2-style run.",
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
-            model=dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=128, block_size=64, dropout=0.0, bias=False,
-                       **BLOCK_STYLES["llama"]),
+            model=dict(_CPU_MODEL, n_kv_head=2, **BLOCK_STYLES["llama"]),
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
         ),
         # llm.c's train_gpt2 reference: GPT-2 small, 12 layers x 12 heads x 768, context 1024, biases, AdamW at 6e-4

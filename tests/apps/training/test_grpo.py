@@ -115,6 +115,17 @@ def test_the_estimate_is_a_labelled_guess_until_a_run_measured_sampling(user, ti
     assert timed["time"]["seconds"] == pytest.approx(2.02 * cfg.steps, rel=0.02)
 
 
+def test_the_form_shows_the_time_per_step_on_each_worker(client, user, tiny_model, arithmetic_set, redis_clean):
+    from apps.system.devices import device_profile_record
+    from tests.apps.training.test_forms import heartbeat
+
+    device_profile_record(device=heartbeat(memory=8 * 1024**3), peak_flops=1e10)
+    client.force_login(user)
+    html = client.post("/training/grpo/estimate/", form_data(tiny_model, arithmetic_set)).content.decode()
+    assert 'data-worker="train@box"' in html and "per step" in html and 'data-source="model"' in html
+    assert "sampling speed guessed" in html
+
+
 def test_the_rollouts_panel_shows_right_answers_green_and_wrong_red(client, user, tiny_model, arithmetic_set):
     run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
     Rollout.objects.create(run=run, step=1, groups=[{"prompt": "What is 2 + 2?", "answer": "4", "samples": [
