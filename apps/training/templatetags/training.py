@@ -23,9 +23,11 @@ def si(value, unit=""):
 
 @register.filter
 def duration(seconds):
-    """Seconds -> "45 s", "3 min 20 s", "2 h 05 min", "3 d 4 h"."""
+    """Seconds -> "45 s", "3 min 20 s", "2 h 05 min", "3 d 4 h"; "< 1 s" for a fraction of a second."""
     if seconds is None or seconds == "":
         return "—"
+    if 0 < float(seconds) < 0.5:
+        return "< 1 s"
     s = int(round(float(seconds)))
     if s < 60:
         return f"{s} s"

@@ -15,6 +15,11 @@ from tests.training_fixtures import form_data, make_run
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _workers_stay_live(settings):
+    settings.WORKER_GONE_SECONDS = 600  # a heartbeat stays live through a slow test on a busy machine
+
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "vocab_size": 65, "dropout": 0.0}
 TRAIN = {"batch_size": 12, "grad_accum": 1, "dtype": "auto", "compile": False, "devices": 1, "max_steps": 2000}
 
@@ -120,3 +125,10 @@ def test_the_finetune_page_shows_the_time_on_each_worker(client, user, base, cha
     client.force_login(user)
     html = client.get(f"/training/finetune/?base={base.slug}").content.decode()
     assert "Time on the train workers" in html and 'data-worker="train@box"' in html and "per step" in html
+
+
+def test_durations_below_a_second_do_not_read_as_zero():
+    from apps.training.templatetags.training import duration, step_time
+
+    assert duration(0.2) == "< 1 s" and duration(0) == "0 s" and duration(95) == "1 min 35 s"
+    assert step_time(0.0853) == "85 ms" and step_time(2.5) == "2 s"
