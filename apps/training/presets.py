@@ -53,15 +53,17 @@ PRESETS = {
     for p in [
         # The newcomer's first model (the default): the CPU recipe's shape, cut to a run of about a minute on two
         # cores. Half the steps of the CPU recipe at twice its learning rate (a short run can take a larger step;
-        # warmup is shortened to match), evaluated less often with fewer batches. Timed on the 2-core lab machine
-        # while it was busy: ~116 ms/step at nice 19 beside other jobs, ~50 ms/step quiet (the CPU recipe's 2,000
-        # steps in 107 s), so about 50-55 s quiet with evaluations, twice that on a busy machine. It reaches val loss
-        # ~2.1 where the characters have become words, names and line breaks.
+        # warmup is shortened to match), evaluated less often with fewer batches. Measured on the shared 2-core lab
+        # machine at nice 19 (train() alone, 2 torch threads): 116 ms/step beside a light load, 200 ms/step beside
+        # a load of 15; quiet, the CPU recipe's 2,000 steps take 107 s (~50 ms/step), so this run takes about 55 s
+        # with its evaluations (extrapolated, not timed quiet). Val loss 2.48 at step 100, 2.14 at 500, 1.92 at
+        # 1,000 (the CPU recipe reaches 1.88 at 2,000); the run page calls it worth trying from about step 500.
         Preset(
             key="shakespeare-char-minute",
             label="Shakespeare char, 1 minute",
             description="Start here: the CPU recipe's small model for 1,000 steps, about a minute on two CPU "
-            "cores. Its samples already look like Shakespeare: words, names, lines (spelling still wobbly).",
+            "cores (val loss about 1.9). Its samples already look like Shakespeare: speakers' names, lines, words "
+            "(the spelling still wobbles).",
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
             model=_CPU_MODEL,
