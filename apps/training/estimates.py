@@ -131,10 +131,10 @@ def _on_worker(worker: dict, step_flops: float, total_flops: float, memory_total
     measured_mfu = getattr(profile, "mfu", None)
     mfu = measured_mfu or DEFAULT_MFU.get(kind, 0.2)
     capacity = device.get("memory_bytes")
-    fps = flops_per_second(worker)
     # evaluations counted as step-equivalents, so a measured ms/step covers them too
-    time = time_estimate(steps=total_flops / step_flops, model_step_s=step_flops / fps if fps else None,
-                         measured=measured.get(device_key(device)))
+    [timed] = worker_times(workers=[worker], steps=total_flops / step_flops, step_flops=step_flops,
+                           measured=measured)
+    time = timed["time"]
     return {
         "name": worker["name"],
         "device": device,
