@@ -18,6 +18,7 @@ import secrets
 import time
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from apps.inference import realtime, services
 from apps.inference.models import Generation
@@ -149,7 +150,9 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
     seed = params.get("seed")
     if seed is None:
         seed = secrets.randbelow(2**31)
-    stream, prompt_ids, cropped, notes = None, [], False, []
+    # notes: what the user should know (shown as a warning); context_notes: ordinary facts about the run, shown
+    # quietly (a reply that outgrows the context window is normal for a small model, not an error)
+    stream, prompt_ids, cropped, notes, context_notes = None, [], False, [], []
     status, stop_reason, error = Generation.Status.DONE, Generation.StopReason.LENGTH, ""
     try:
         spec = model_spec(gen.model)
@@ -191,8 +194,7 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
             for g in steps:
                 if g.cropped and not cropped:
                     cropped = True
-                    notes.append(f"The context outgrew {gen.model.name}'s {block:,} tokens: generation continued "
-                                 f"over the last {block:,} (a sliding window).")
+                    context_notes.append(context_window_note(gen.model.name, block))
                 stream.add(g, eos=g.stop)
                 if g.stop:
                     stop_reason = Generation.StopReason.EOS
@@ -240,8 +242,16 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
                                stats=stats, error=error)
     publish(group, realtime.state_event(uid, status=status, stop_reason=stop_reason, n_tokens=len(records),
                                         text=text, prompt_tokens=len(prompt_ids), cropped=cropped, notes=notes,
-                                        stats=stats, error=error, seed=seed))
+                                        context_notes=context_notes, stats=stats, error=error, seed=seed))
     return status
+
+
+def context_window_note(model_name: str, block: int) -> str:
+    """The quiet note for a reply longer than the model's context window, with what a context window is."""
+    return _("A model's context window is the most tokens it can read at once: %(model)s reads %(block)s "
+             "(its block_size). This text grew longer than that, so each new token was predicted from the last "
+             "%(block)s only (a sliding window); the beginning no longer shapes what comes next. This is normal "
+             "for long generations.") % {"model": model_name, "block": f"{block:,}"}
 
 
 class _Stopped(Exception):

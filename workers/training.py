@@ -40,7 +40,7 @@ from workers.devices import describe_device, peak_flops
 from workers.gpt import checkpoint as ckpt_lib
 from workers.gpt.config import ConfigError, GPTConfig, TrainConfig, flops_per_token, memory_fit_error, param_count
 from workers.gpt.config import devices_fit_error, split_fit_error
-from workers.gpt.data import open_tokens
+from workers.gpt.data import open_tokens, unigram_loss
 from workers.gpt.generate import generate
 from workers.gpt.train import resolve_device, train
 from workers.training_threads import Recorder, Supervisor
@@ -305,7 +305,11 @@ class TrainingJob:
         if said:
             lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=(
                 f"Data ready: {files.n_train_tokens:,} training and {files.n_val_tokens:,} validation tokens."))
-        return open_tokens(files.train), open_tokens(files.val)
+        train, val = open_tokens(files.train), open_tokens(files.val)
+        if "baselines" not in run.data:  # what the run page judges checkpoints against (a few ms of numpy)
+            lease.run_record_baselines(run_id=run.pk, token=self.token, baselines={
+                "unigram": unigram_loss(train, val, int(run.model_config["vocab_size"]))})
+        return train, val
 
     def encode_here(self, shards_id: int) -> None:
         """Nobody took the encoding job: do it in this process (it refuses if an infer worker started it since)."""

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy
 
 from apps.training import estimates, sources
 from apps.training.presets import BLOCK_STYLES, PRESETS, block_style
-from apps.training.selectors import train_workers
+from apps.training.selectors import step_times, train_workers
 from workers.gpt.config import (DEVICES, DTYPES, ConfigError, GPTConfig, TrainConfig, devices_fit_error,
                                memory_fit_error, split_fit_error)
 
@@ -152,8 +152,11 @@ class RunForm(forms.Form):
         self._check_data(info, corpus, tokenizer)
         self._check_devices(self.train_cfg.devices)
         self._check_device_ids(self.train_cfg)
+        shape = estimates.shape_key(kind="pretrain", model_config=self.model_cfg.to_dict(),
+                                    train_config=self.train_cfg.to_dict())
         self.estimate = estimates.estimate(self.model_cfg, self.train_cfg, workers=self.workers,
-                                           train_tokens=info.train_tokens)
+                                           train_tokens=info.train_tokens,
+                                           measured=step_times(shape=shape, kind="pretrain"))
         self._check_memory(self.estimate)
         return data
 

@@ -5,7 +5,8 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from apps.registry.models import Model
-from apps.training import finetune
+from apps.training import estimates, finetune
+from apps.training.selectors import step_times, train_workers
 from apps.training.services import TrainingError
 
 METHODS = [("full", _("full fine-tuning: every weight trains")),
@@ -81,7 +82,7 @@ class FinetuneForm(forms.Form):
         """Tokens per step and trainable parameters of the checked plan, for the page."""
         if self.plan is None:
             return None
-        from workers.gpt.config import GPTConfig, param_count
+        from workers.gpt.config import GPTConfig, flops_per_token, param_count
 
         cfg = GPTConfig.from_dict(dict(self.plan.model_config))
         total = param_count(cfg)
@@ -99,7 +100,14 @@ class FinetuneForm(forms.Form):
             if "lm_head" in lora["targets"]:
                 trainable += lora["r"] * (cfg.n_embd + cfg.vocab_size)
         t = self.plan.train_config
-        return {"total_params": total, "trainable_params": trainable,
+        # FLOPs per step at the longest padded batch; LoRA computes no gradients for the frozen weights: about 4N a
+        # token instead of 6N
+        step_flops = flops_per_token(cfg) * t["batch_size"] * self.plan.sft["block_size"] * (2 / 3 if lora else 1)
+        shape = estimates.shape_key(kind="sft", model_config=self.plan.model_config, train_config=t,
+                                    data={"sft": self.plan.sft})
+        times = estimates.worker_times(workers=train_workers(), steps=t["max_steps"], step_flops=step_flops,
+                                       measured=step_times(shape=shape, kind="sft"))
+        return {"total_params": total, "workers": times, "trainable_params": trainable,
                 "tokens_per_step_max": t["batch_size"] * self.plan.sft["block_size"],
                 "n_train": self.plan.n_train, "n_val": self.plan.n_val,
                 "epochs": t["max_steps"] * t["batch_size"] / max(1, self.plan.n_train),

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.system.devices import device_key
-from apps.training import services
+from apps.training import estimates, selectors, services
 from apps.training.models import Rollout, Run, RunEvent
 from apps.training.services import TrainingError
 from workers.gpt.config import ConfigError, GPTConfig, flops_per_token
@@ -96,10 +96,12 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
 
 
 def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens: int, workers: list[dict],
-                  base_model_id: int | None = None) -> list[dict]:
-    """Seconds per GRPO step on each live train worker: sampling (prompts x G x max_new_tokens tokens, one at a
-    time) plus the update (a forward and backward over the same tokens, and a reference forward when beta > 0).
-    Sampling speed is the one a GRPO run of this model measured on that kind of device, else a rough guess."""
+                  base_model_id: int | None = None, lora: bool = True, lora_r: int = 8) -> list[dict]:
+    """Time per GRPO step and for the whole run on each live train worker (estimates.worker_times rows, plus the
+    sampling speed the model assumed). Measured ms/step of earlier GRPO runs of the same shape on that device win;
+    else a model: sampling (prompts x G x max_new_tokens tokens, one at a time, at the speed a GRPO run of this model
+    measured on that kind of device, else a rough guess) plus the update (a forward and backward over the same
+    tokens, and a reference forward when beta > 0)."""
     # attention's FLOPs grow with the context actually used (prompt + answer), not with the model's block_size
     used = min(int(model_config["block_size"]), prompt_tokens + grpo_config.max_new_tokens)
     cfg = GPTConfig.from_dict(dict(model_config) | {"block_size": used})
@@ -109,20 +111,23 @@ def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens:
     fpt = flops_per_token(cfg)  # forward + backward, per token (6N-ish)
     update_flops = fpt * seq_tokens * grpo_config.num_iterations + (fpt / 3 * seq_tokens if grpo_config.beta else 0)
     measured = _measured_sampling(base_model_id)
-    out = []
+    step_seconds, sampling = {}, {}
     for w in workers:
         device = w.get("device") or {}
         kind = device.get("kind", "cpu")
         peak = getattr(w.get("profile"), "peak_flops", None)
-        tps = measured.get(device_key(device))
+        tps = sampling[w["name"]] = measured.get(device_key(device))
         sample_s = gen_tokens / tps if tps else (gen_tokens * fpt / 3 / (peak * GUESS_DECODE_MFU.get(kind, 0.02))
                                                   if peak else None)
         train_s = update_flops / (peak * TRAIN_MFU_GUESS.get(kind, 0.2)) if peak else None
-        seconds = sample_s + train_s if sample_s is not None and train_s is not None else None
-        out.append({"name": w["name"], "device": device, "seconds_per_step": seconds,
-                    "seconds": seconds * grpo_config.steps if seconds is not None else None,
-                    "sampling_tokens_per_s": tps, "measured": tps is not None})
-    return out
+        step_seconds[w["name"]] = sample_s + train_s if sample_s is not None and train_s is not None else None
+    shape = estimates.shape_key(kind=Run.Kind.GRPO, model_config=GPTConfig.from_dict(dict(model_config)).to_dict(),
+                                train_config={"grpo": grpo_config.to_dict(), "lora": bool(lora),
+                                              "lora_r": int(lora_r)})
+    out = estimates.worker_times(workers=workers, steps=grpo_config.steps, step_seconds=step_seconds,
+                                 measured=selectors.step_times(shape=shape, kind=Run.Kind.GRPO))
+    return [row | {"sampling_tokens_per_s": sampling[row["name"]], "sampling_measured": bool(sampling[row["name"]])}
+            for row in out]
 
 
 def _measured_sampling(base_model_id: int | None) -> dict[str, float]:

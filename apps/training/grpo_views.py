@@ -84,7 +84,7 @@ def _estimates(form: GRPOForm) -> dict:
     cfg = GRPOConfig.from_dict(form.grpo_config())
     rows = grpo.grpo_estimate(model_config=d["base_model"].config, grpo_config=cfg,
                               prompt_tokens=PROMPT_TOKENS_GUESS, workers=selectors.train_workers(),
-                              base_model_id=d["base_model"].pk)
+                              base_model_id=d["base_model"].pk, lora=d["lora"])
     return {"grpo_estimates": rows, "estimate_errors": []}
 
 

@@ -73,6 +73,15 @@ def run_note(*, run_id: int, token: str, message: str, kind: str = RunEvent.Kind
         publish_status(run)
 
 
+def run_record_baselines(*, run_id: int, token: str, baselines: dict) -> None:
+    """The losses the run's data gives without learning (run.data["baselines"]: {"unigram": nats}), measured by the
+    worker once the token files are ready; the run page judges checkpoints against them."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).only("pk", "data").first()
+        if run is not None:
+            Run.objects.filter(pk=run_id).update(data={**run.data, "baselines": baselines})
+
+
 def run_rewind(*, run_id: int, token: str, step: int) -> bool:
     """Drop everything recorded after `step` (the checkpoint the run resumes from): those steps are trained again.
     Returns whether anything was dropped (then the run's epoch went up and watching pages were told)."""

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from apps.system.devices import device_key
 from apps.system.selectors import worker_list
 from apps.training import realtime
+from apps.training.estimates import shape_key
 from apps.training.models import Checkpoint, DeviceProfile, Evaluation, Metric, Run, RunEvent
 from apps.training.presets import PRESETS, preset_matches
 from apps.training.errors import RunNotFound
@@ -133,8 +134,64 @@ def train_workers() -> list[dict]:
     return [w | {"profile": profiles.get(device_key(w.get("device") or {}))} for w in live]
 
 
+# step_times: how many recent runs of a shape are read per device, how many of each run's latest steps, and how many
+# first steps are skipped (they include warm-up: allocation, compilation, caches)
+STEP_TIME_RUNS, STEP_TIME_STEPS, STEP_TIME_SKIP = 3, 200, 5
+
+
+def step_times(*, shape: str, kind: str) -> dict[str, dict]:
+    """{device key: {"ms", "low_ms", "high_ms", "runs", "steps"}}: the median and 20th/80th percentile ms/step of
+    the latest steps of the most recent runs of this shape (estimates.shape_key) on each kind of device."""
+    by_device: dict[str, list[int]] = {}
+    for run in (Run.objects.filter(kind=kind, step__gt=STEP_TIME_SKIP).exclude(device={})
+                .order_by("-updated").only("pk", "kind", "model_config", "train_config", "data", "device")[:50]):
+        ids = by_device.setdefault(device_key(run.device), [])
+        if len(ids) < STEP_TIME_RUNS and shape_key(kind=kind, model_config=run.model_config,
+                                                    train_config=run.train_config, data=run.data) == shape:
+            ids.append(run.pk)
+    out = {}
+    for key, ids in by_device.items():
+        ms = sorted(m for run_id in ids for m in Metric.objects.filter(run_id=run_id, step__gt=STEP_TIME_SKIP)
+                    .order_by("-step").values_list("ms", flat=True)[:STEP_TIME_STEPS])
+        if ms:
+            out[key] = {"ms": _quantile(ms, 0.5), "low_ms": _quantile(ms, 0.2), "high_ms": _quantile(ms, 0.8),
+                        "runs": len(ids), "steps": len(ms)}
+    return out
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
 def run_checkpoints(*, run: Run) -> QuerySet[Checkpoint]:
+    """Newest first (the page says so)."""
     return run.checkpoints.order_by("-step")
+
+
+# When a pretraining checkpoint is worth trying on the Generate page. Perplexity, exp(val loss), is how many tokens
+# the model still hesitates between, on average. A table of token frequencies (the unigram baseline, measured on the
+# run's data by the worker) is the first thing a model learns and writes letter soup; a model whose perplexity is at
+# most a third of that table's has learned which tokens follow which: a character model of Shakespeare crosses it
+# near val loss 2.2, where its samples turn into words and names. Runs recorded before the worker measured the
+# baseline use 55 % of the uniform guess, ln(vocab_size), where the same rule lands on typical text.
+TRY_PERPLEXITY_FACTOR = 3
+TRY_FALLBACK_OF_UNIFORM = 0.55
+
+
+def checkpoint_advice(*, run: Run, checkpoints) -> dict:
+    """The best checkpoint by val loss (the latest of equals), the loss below which a checkpoint is worth trying
+    and why, and the earliest checkpoint that got there."""
+    scored = sorted((c for c in checkpoints if c.val_loss is not None), key=lambda c: c.step)
+    best = min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else None
+    uniform = math.log(max(2, int(run.model_config.get("vocab_size") or 2)))
+    unigram = (run.data.get("baselines") or {}).get("unigram")
+    threshold = None
+    if run.kind == Run.Kind.PRETRAIN:
+        threshold = unigram - math.log(TRY_PERPLEXITY_FACTOR) if unigram else TRY_FALLBACK_OF_UNIFORM * uniform
+    first_ready = next((c for c in scored if threshold is not None and c.val_loss <= threshold), None)
+    return {"best": best, "threshold": threshold, "unigram": unigram, "uniform": uniform,
+            "ready": best is not None and threshold is not None and best.val_loss <= threshold,
+            "first_ready": first_ready, "factor": TRY_PERPLEXITY_FACTOR}
 
 
 def run_compare(*, runs: list[Run]) -> dict:

@@ -81,8 +81,7 @@ def _worker_times(rows: list[scaling.GridRow], preset: scaling.SweepPreset) -> l
         peak = getattr(profile, "peak_flops", None)
         mfu = getattr(profile, "mfu", None)
         measured = peak is not None and mfu is not None
-        flops_per_s = peak * (mfu or estimates.DEFAULT_MFU.get(device.get("kind", "cpu"), 0.2)) if peak else \
-            preset.flops_per_s
+        flops_per_s = estimates.flops_per_second(w) or preset.flops_per_s
         seconds = sum(r.steps * preset.step_s + r.flops / flops_per_s for r in rows)
         out.append({"name": w["name"], "device": device, "flops_per_s": flops_per_s, "seconds": seconds,
                     "measured": measured, "has_peak": peak is not None})

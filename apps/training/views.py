@@ -154,11 +154,13 @@ def _visible_run(request, run_id):
 
 
 def _run_context(request, run) -> dict:
+    checkpoints = list(selectors.run_checkpoints(run=run))
     return {
         "run": run,
         "may_control": services.run_may_control(run=run, user=request.user),
         "queue": selectors.run_queue_position(run=run),
-        "checkpoints": selectors.run_checkpoints(run=run),
+        "checkpoints": checkpoints,
+        "advice": selectors.checkpoint_advice(run=run, checkpoints=checkpoints),
         "events": selectors.run_events(run=run),
         "progress": selectors.run_progress(run=run),
         "device": describe_device(run.device) if run.device else "",

@@ -63,7 +63,10 @@ def test_a_newcomer_follows_links_from_home_to_generating_with_their_own_model(
     expect(page).to_have_url(re.compile(r"/training/runs/\d+/$"))
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
 
-    page.locator("#run-checkpoints tbody tr").first.get_by_role("button", name="promote to model").click()
+    # the checkpoints say their order and which is best; the newcomer takes the obvious button
+    expect(page.locator("#run-checkpoints h2")).to_contain_text("newest first")
+    expect(page.locator("#run-checkpoints tr.best .badge")).to_have_text("best")
+    page.get_by_role("button", name=re.compile(r"Promote the best \(step \d+\)")).click()
     expect(page).to_have_url(re.compile(r"/models/[\w-]+/$"))
     page.get_by_role("link", name="Generate", exact=True).last.click()
     expect(page).to_have_url(re.compile(r"/generate/\?model="))

@@ -91,3 +91,17 @@ def test_the_same_generator_seed_gives_the_same_batches():
 def test_data_shorter_than_a_block_says_what_to_do():
     with pytest.raises(ValueError, match="use a smaller block_size or more data"):
         get_batch(np.arange(16), 2, 16)
+
+
+def test_the_unigram_loss_is_the_cross_entropy_of_smoothed_training_frequencies():
+    import math
+
+    from workers.gpt.data import unigram_loss
+
+    train = np.array([0, 0, 0, 1], dtype=np.uint16)  # counts + 1 over a vocabulary of 3: 4, 2, 1 (of 7)
+    val = np.array([0, 1, 2], dtype=np.uint16)
+    expected = -(math.log(4 / 7) + math.log(2 / 7) + math.log(1 / 7)) / 3
+    assert unigram_loss(train, val, 3) == pytest.approx(expected, abs=1e-12)
+    # uniform data: the unigram table can do no better than guessing uniformly, ln(V)
+    uniform = np.tile(np.arange(8, dtype=np.uint16), 1000)
+    assert unigram_loss(uniform, uniform, 8) == pytest.approx(math.log(8), abs=1e-9)

@@ -143,3 +143,14 @@ def get_batch(data, batch_size: int, block_size: int, generator: torch.Generator
         # pin so the host-to-device copy can overlap with compute (non_blocking)
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.contiguous().to(device), y.contiguous().to(device)
+
+
+def unigram_loss(train_ids, val_ids, vocab_size: int, *, max_tokens: int = 5_000_000) -> float:
+    """The validation loss (mean negative log-likelihood, nats) of a model that knows only how often each token
+    occurs in the training split: the first thing a language model learns, and the line it must go well below before
+    its samples look like words. Counts are add-one smoothed (a token unseen in training still gets a probability);
+    at most max_tokens of each split are read, which pins the figure to a few thousandths."""
+    counts = np.bincount(np.asarray(train_ids[:max_tokens], dtype=np.int64), minlength=vocab_size)[:vocab_size] + 1
+    log_p = np.log(counts) - np.log(counts.sum())
+    val = np.asarray(val_ids[:max_tokens], dtype=np.int64)
+    return float(-log_p[val].mean()) if len(val) else float("nan")

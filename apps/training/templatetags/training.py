@@ -23,9 +23,11 @@ def si(value, unit=""):
 
 @register.filter
 def duration(seconds):
-    """Seconds -> "45 s", "3 min 20 s", "2 h 05 min", "3 d 4 h"."""
+    """Seconds -> "45 s", "3 min 20 s", "2 h 05 min", "3 d 4 h"; "< 1 s" for a fraction of a second."""
     if seconds is None or seconds == "":
         return "—"
+    if 0 < float(seconds) < 0.5:
+        return "< 1 s"
     s = int(round(float(seconds)))
     if s < 60:
         return f"{s} s"
@@ -34,6 +36,14 @@ def duration(seconds):
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+@register.filter
+def step_time(seconds):
+    """Seconds per step -> "85 ms" below a second, else as `duration`."""
+    if seconds is None or seconds == "":
+        return "—"
+    return f"{float(seconds) * 1000:.0f} ms" if float(seconds) < 1 else duration(seconds)
 
 
 @register.filter

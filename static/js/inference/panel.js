@@ -175,7 +175,11 @@ export class Panel {
     if (detail.length) this.stats.append(el("span", "stat muted", detail.join(" · ")));
     const notes = [...(f.notes || [])];
     if (f.error) notes.unshift(f.error);
-    if (notes.length) this.showNotes(notes, f.error ? "bad" : "warn"); else this.notes.hidden = true;
+    // context_notes are ordinary facts (a reply outgrew the context window): a quiet note, never a warning box
+    const quiet = f.context_notes || [];
+    if (notes.length) this.showNotes([...notes, ...quiet], f.error ? "bad" : "warn");
+    else if (quiet.length) this.showNotes(quiet, "info");
+    else this.notes.hidden = true;
   }
 
   showNotes(notes, kind = "warn") {

@@ -163,6 +163,18 @@ def test_a_prompt_longer_than_the_context_is_cropped_with_a_note(tiny):
     assert gen.cropped and gen.status == "done"
 
 
+def test_a_reply_that_outgrows_the_context_gets_a_quiet_note_not_a_warning(tiny):
+    # the tiny model's block_size is 64: 80 new tokens after a short prompt slide the window
+    gen = create(tiny, mode="completion", prompt="Speak", params={"max_new_tokens": 80, "seed": 1,
+                                                                  "repetition_penalty": 1.0})
+    _, events = stream(gen)
+    final = events[-1]
+    assert final["n_tokens"] == 80 and final["notes"] == []
+    assert len(final["context_notes"]) == 1
+    assert "context window is the most tokens it can read at once" in final["context_notes"][0]
+    assert "last 64 only" in final["context_notes"][0]
+
+
 def test_a_branch_keeps_the_parents_tokens_then_the_alternative_picked(tiny):
     parent = create(tiny, params={"temperature": 0, "max_new_tokens": 12, "repetition_penalty": 1.0})
     stream(parent)

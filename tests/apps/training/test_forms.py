@@ -9,7 +9,7 @@ from apps.system.services import worker_record_heartbeat
 from apps.training.estimates import estimate
 from apps.training.forms import RunForm
 from apps.training.models import DeviceProfile, Run
-from apps.training.presets import PRESETS, padded_vocab_size
+from apps.training.presets import DEFAULT_PRESET, PRESETS, padded_vocab_size
 from tests.training_fixtures import form_data
 from workers.gpt.config import GPTConfig, TrainConfig, param_count
 
@@ -218,3 +218,20 @@ def test_the_gpt2_124m_preset_is_llm_c_s_reference_shape(user, bundled, builtins
     assert model["vocab_size"] == 50304 and form.cleaned_data["tokenizer"].name == "gpt2"
     assert 124e6 < form.estimate["params"] < 125e6  # GPT-2 small with the padded vocabulary, as nanoGPT counts it
     assert initial["block"] == "gpt2" and train["compile"] is True
+
+
+def test_a_newcomer_starts_from_the_one_minute_preset_and_the_cpu_recipe_stays(client, user, bundled, builtins,
+                                                                              redis_clean):
+    from apps.tokenization.services import tokenizer_seed_defaults
+
+    tokenizer_seed_defaults(shakespeare=bundled["Shakespeare"])
+    assert list(PRESETS)[0] == DEFAULT_PRESET == "shakespeare-char-minute"
+    minute, cpu = PRESETS["shakespeare-char-minute"], PRESETS["shakespeare-char-cpu"]
+    assert minute.model == cpu.model and minute.train["max_steps"] == cpu.train["max_steps"] // 2
+    assert cpu.train["max_steps"] == 2000
+    client.force_login(user)
+    html = client.get("/training/new/").content.decode()
+    assert 'class="preset active" href="?preset=shakespeare-char-minute"' in html
+    assert 'name="max_steps" value="1000"' in html and "Shakespeare char, 1 minute" in html
+    runs = client.get("/training/").content.decode()
+    assert runs.index("Shakespeare char, 1 minute") < runs.index("Shakespeare char, CPU")

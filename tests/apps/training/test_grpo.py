@@ -97,12 +97,35 @@ def test_the_estimate_is_a_labelled_guess_until_a_run_measured_sampling(user, ti
     cfg = GRPOConfig(**SETTINGS)
     [guess] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
                                      workers=[worker], base_model_id=tiny_model.pk)
-    assert not guess["measured"] and guess["seconds_per_step"] > 0
+    assert not guess["sampling_measured"] and guess["time"]["source"] == "model" and guess["time"]["per_step_s"] > 0
+    assert guess["time"]["low"] < guess["time"]["seconds"] < guess["time"]["high"]
     run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
     Run.objects.filter(pk=run.pk).update(step=1, device=worker["device"], latest={"sample_tokens_per_s": 400.0})
     [measured] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
                                         workers=[worker], base_model_id=tiny_model.pk)
-    assert measured["measured"] and measured["sampling_tokens_per_s"] == 400.0
+    assert measured["sampling_measured"] and measured["sampling_tokens_per_s"] == 400.0
+    assert measured["time"]["source"] == "model"  # sampling speed known, but no step of this shape timed yet
+    # steps of a run of this shape on this device: their ms/step is the estimate, with a narrow range
+    Metric.objects.bulk_create([Metric(run=run, step=s, loss=1.0, lr=1e-5, ms=2000.0 + 10 * (s % 5), tokens_per_s=1,
+                                       elapsed=2.0 * s) for s in range(1, 40)])
+    Run.objects.filter(pk=run.pk).update(step=39)
+    [timed] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
+                                     workers=[worker], base_model_id=tiny_model.pk)
+    assert timed["time"]["measured"] and timed["time"]["per_step_s"] == pytest.approx(2.02, abs=0.03)
+    assert timed["time"]["seconds"] == pytest.approx(2.02 * cfg.steps, rel=0.02)
+
+
+def test_the_form_shows_the_time_per_step_on_each_worker(client, user, tiny_model, arithmetic_set, redis_clean,
+                                                         settings):
+    from apps.system.devices import device_profile_record
+    from tests.apps.training.test_forms import heartbeat
+
+    settings.WORKER_GONE_SECONDS = 600  # live through a slow test on a busy machine
+    device_profile_record(device=heartbeat(memory=8 * 1024**3), peak_flops=1e10)
+    client.force_login(user)
+    html = client.post("/training/grpo/estimate/", form_data(tiny_model, arithmetic_set)).content.decode()
+    assert 'data-worker="train@box"' in html and "per step" in html and 'data-source="model"' in html
+    assert "sampling speed guessed" in html
 
 
 def test_the_rollouts_panel_shows_right_answers_green_and_wrong_red(client, user, tiny_model, arithmetic_set):

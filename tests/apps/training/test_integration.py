@@ -4,6 +4,7 @@ it from its last checkpoint with no step lost or doubled."""
 
 import asyncio
 import json
+import math
 import os
 import signal
 import time
@@ -59,6 +60,8 @@ def test_a_run_trains_on_a_real_worker_while_its_metrics_arrive_over_a_real_webs
     assert received["evals"] == [0, 50, 100, 150, 200] and received["samples"] == [0, 50, 100, 150, 200]
     assert list(Metric.objects.filter(run=run).values_list("step", flat=True)) == list(range(1, 201))
     assert run.worker == "train@itest" and run.device["kind"] == "cpu"
+    # the worker measured what the run page judges checkpoints against: the unigram loss is below ln(vocab_size)
+    assert 0 < run.data["baselines"]["unigram"] < math.log(run.model_config["vocab_size"])
 
 
 def test_a_run_survives_kill_9_of_its_worker_and_resumes_from_its_last_checkpoint(
