@@ -63,6 +63,44 @@ def test_a_run_submitted_from_the_browser_trains_while_its_curve_draws(page, pro
     assert run.status == "succeeded" and run.metrics.count() == 150
 
 
+def test_the_dashboard_recovers_from_a_redis_restart_mid_run_with_every_step_once(page, processes, private_redis, user,
+                                                                                  tiny_corpus, char_tok, encoded):
+    """Redis killed and started again without its data while the page watches: the socket stays open, the server
+    joins it to the run's group again and asks the page to catch up, and the chart ends with every step exactly
+    once — the ones published while Redis was down come from the database."""
+
+    from apps.system.management.commands.lab import worker_command
+    from apps.training.models import Metric
+    from tests.conftest import wait_for
+    from tests.training_fixtures import make_run
+
+    env = {"LAB_TEST_REDIS_URL": private_redis.url}
+    url = processes.asgi_server(**env)
+    cmd = worker_command("train")
+    cmd[cmd.index("-n") + 1] = "train@watched"
+    # queued with no message on the private Redis: the worker's stranded-run sweep enqueues it after 2 s
+    worker = processes.start("train-watched", cmd, OMP_NUM_THREADS="1", TRAINING_STRANDED_SECONDS="2", **env)
+    run = make_run(user, tiny_corpus, char_tok, enqueue=False, max_steps=400, eval_interval=50,
+                   checkpoint_interval=50)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+    sign_in(page, url, user)
+    page.goto(f"{url}/training/runs/{run.pk}/")
+    expect(page.locator("#connection")).to_have_text("live")
+    wait_for(lambda: int(page.locator("#stat-step").text_content() or 0) > 40, timeout=120,
+             what="the page to show the run training a while", proc=worker, interval=0.1)
+    private_redis.restart(down_seconds=2)  # the steps trained meanwhile are published into the void
+    wait_for(lambda: Run.objects.get(pk=run.pk).status in ("succeeded", "failed"), timeout=180,
+             what="the run to finish", proc=worker)
+    assert Run.objects.get(pk=run.pk).status == "succeeded", Run.objects.get(pk=run.pk).reason
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#stat-step")).to_have_text("400")
+    expect(page.locator("#loss-chart")).to_have_attribute("data-points", "401")  # steps 1..400 and the step-0 eval
+    expect(page.locator("#connection")).to_have_text("live")
+    assert list(Metric.objects.filter(run=run).values_list("step", flat=True)) == list(range(1, 401))
+    assert not errors, errors
+
+
 def test_impossible_settings_are_refused_live_with_the_field_named(page, processes, user, tiny_corpus, char_tok):
     url = processes.asgi_server()
     sign_in(page, url, user)
