@@ -54,6 +54,10 @@ def test_a_run_submitted_from_the_browser_trains_while_its_curve_draws(page, pro
     expect(page.locator("#samples li")).to_have_count(4)  # steps 0, 50, 100, 150
     expect(page.locator("#run-checkpoints tbody tr")).not_to_have_count(0)
     expect(page.locator("#run-head .reason.ok")).to_contain_text("Finished 150 steps")
+    # the legends show the latest values until hovered, not uPlot's "--"
+    for chart in ("#loss-chart", "#opt-chart"):
+        values = page.locator(f"{chart} .u-legend .u-series:not(:first-child) .u-value").all_text_contents()
+        assert values and "--" not in values[:2], (chart, values)
     page.locator("#x-axis").select_option("tokens")
     page.locator("#log-scale").check()
     assert int(page.locator("#loss-chart").get_attribute("data-points")) == 151
@@ -144,3 +148,32 @@ def test_the_chart_arithmetic_in_the_browser(page, processes):
     assert result["ema"][3] is None and result["ema"] == pytest.approx([1, 1, 1, None, 1]), \
         "debiased: a constant stays constant, a missing value stays missing"
     assert result["raw"] == [1, 2, 3]
+
+
+def test_redraws_are_batched_a_few_a_second_and_wait_while_the_tab_is_hidden(page, processes):
+    url = processes.asgi_server()
+    page.goto(url + "/")
+    result = page.evaluate("""async () => {
+        const { redrawer } = await import('/static/js/system/redraw.js');
+        const sleep = ms => new Promise(r => setTimeout(r, ms));
+        let draws = 0;
+        const redraw = redrawer(() => { draws++; }, { everyMs: 250 });
+        const t0 = performance.now();
+        while (performance.now() - t0 < 1000) { redraw(); await sleep(5); }   // ~200 requests in a second
+        await sleep(300);
+        const visible = draws;
+        Object.defineProperty(document, "hidden", { value: true, configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+        await sleep(300);                     // let a frame already asked for run (it must not draw)
+        draws = 0;
+        for (let i = 0; i < 50; i++) { redraw(); await sleep(10); }
+        await sleep(400);
+        const hidden = draws;
+        Object.defineProperty(document, "hidden", { value: false, configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+        await sleep(400);
+        return { visible, hidden, shown: draws };
+    }""")
+    assert 3 <= result["visible"] <= 6, f"about 4 draws in a second of requests, got {result['visible']}"
+    assert result["hidden"] == 0, "nothing is drawn while the tab is hidden"
+    assert result["shown"] == 1, "one draw catches up when the tab is shown again"
