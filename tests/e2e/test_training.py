@@ -1,6 +1,7 @@
 """The training pages in Chromium: a run submitted from the browser trains on a real worker while its curve draws;
-impossible settings are refused live; the chart's arithmetic (merging by step, spike-keeping downsampling,
-smoothing) checked in the browser's own JavaScript engine."""
+the dashboard recovers from a Redis restart with every step once; impossible settings are refused live; the chart's
+arithmetic (merging by step, spike-keeping downsampling, smoothing) and the redraw batching checked in the browser's
+own JavaScript engine; the GRPO dashboard's history, live steps and legends."""
 
 import re
 
@@ -10,6 +11,7 @@ from playwright.sync_api import expect
 from apps.training.models import Run
 from tests.data_fixtures import *  # noqa: F401,F403
 from tests.training_fixtures import *  # noqa: F401,F403
+from tests.grpo_fixtures import arithmetic_set, tiny_model  # noqa: F401  (fixtures)
 from tests.training_fixtures import train_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
@@ -177,3 +179,34 @@ def test_redraws_are_batched_a_few_a_second_and_wait_while_the_tab_is_hidden(pag
     assert 3 <= result["visible"] <= 6, f"about 4 draws in a second of requests, got {result['visible']}"
     assert result["hidden"] == 0, "nothing is drawn while the tab is hidden"
     assert result["shown"] == 1, "one draw catches up when the tab is shown again"
+
+
+def test_a_grpo_dashboard_draws_its_history_then_live_steps_with_the_latest_values_in_its_legends(
+        page, processes, user, tiny_model, arithmetic_set, monkeypatch):
+    from apps.system.realtime import publish
+    from apps.training import grpo as grpo_app
+    from apps.training import realtime, services
+    from apps.training.models import Metric
+
+    monkeypatch.setattr(services, "enqueue_on_commit", lambda *args: None)
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set,
+                                   grpo_config=dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=8))
+    extra = {"reward": 0.5, "accuracy": 0.25, "reward_std": 0.1, "response_len": 6, "kl": 0.0, "entropy": 1.2}
+    Metric.objects.create(run=run, step=1, loss=0.1, lr=1e-5, grad_norm=1, ms=10, tokens_per_s=5, elapsed=1,
+                          extra=extra)
+    url = processes.asgi_server()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+    sign_in(page, url, user)
+    page.goto(f"{url}/training/runs/{run.pk}/")
+    expect(page.locator("#connection")).to_have_text("live")
+    legend = page.locator("#reward-chart .u-legend .u-series:not(:first-child) .u-value")
+    expect(legend.first).to_have_text("0.5")  # the latest value, not "--", before any hover
+    row = [2, 0.1, 1e-5, 1.0, 10.0, 5.0, None, 2.0, extra | {"reward": 0.75}]
+    publish(realtime.run_group(run.pk), realtime.metrics_event(
+        run.pk, steps=[row], evals=[], epoch=run.epoch,
+        progress={"step": 2, "max_steps": 3, "latest": {"reward": 0.75, "accuracy": 0.25}}))
+    expect(page.locator("#stat-step")).to_have_text("2")
+    expect(page.locator("#stat-reward")).to_have_text("0.750")
+    expect(legend.first).to_have_text("0.75")
+    assert not errors, errors
