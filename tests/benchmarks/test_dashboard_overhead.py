@@ -80,7 +80,7 @@ def test_an_open_dashboard_costs_the_run_under_a_tenth_of_its_speed(processes, b
     warm_model, warm_train = preset_configs(user, steps=SKIP)
     warmup = create_run(user, corpus, tokenizer, warm_model, warm_train, "dashboard overhead: warm-up")
     run_train.delay(warmup.pk)
-    wait_for(lambda: Run.objects.get(pk=warmup.pk).status == "succeeded", timeout=600, what="the warm-up run",
+    wait_for(lambda: Run.objects.get(pk=warmup.pk).status == "succeeded", timeout=1200, what="the warm-up run",
              proc=worker, interval=0.5)
 
     closed = create_run(user, corpus, tokenizer, model_cfg, train_cfg, "dashboard overhead: no browser")
