@@ -5,6 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from apps.system import files
 from apps.system.models import Job
@@ -22,9 +23,9 @@ class CorpusQuerySet(models.QuerySet):
 
 class Corpus(models.Model):
     class Kind(models.TextChoices):
-        TEXT = "text", "text (pretraining)"
-        CONVERSATIONS = "conversations", "conversations (fine-tuning)"
-        TASKS = "tasks", "tasks with a checker (RL, evaluation)"
+        TEXT = "text", _("text (pretraining)")
+        CONVERSATIONS = "conversations", _("conversations (fine-tuning)")
+        TASKS = "tasks", _("tasks with a checker (RL, evaluation)")
 
     name = models.CharField(max_length=100)
     # what the file holds: plain UTF-8 text; JSONL conversations in the OpenAI messages shape

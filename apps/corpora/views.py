@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyF
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from django.utils.translation import gettext_lazy as _
 
 from apps.corpora import selectors, services, views_conversations
 from apps.corpora.forms import EncodeForm, SplitForm, UploadForm
@@ -42,18 +43,18 @@ def upload(request):
         length = 0
     if length > limit + SLACK_BYTES:  # refuse before reading the body
         return _upload_error(request, UploadForm(), CorpusInputError(
-            f"The upload is {length / 1024 / 1024:.1f} MB, over the limit of {limit / 1024 / 1024:.1f} MB for a "
-            f"corpus. Upload less text.", status=413))
+            _("The upload is %(size).1f MB, over the limit of %(limit).1f MB for a corpus. Upload less text.")
+            % {"size": length / 1024 / 1024, "limit": limit / 1024 / 1024}, status=413))
     try:
         form = UploadForm(request.POST)
         uploads = [services.Upload(f.name, f.read()) for f in request.FILES.getlist("files")]
     except RequestDataTooBig:
         mb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024
         return _upload_error(request, UploadForm(), CorpusInputError(
-            f"Pasted text is limited to {mb:.0f} MB: save it as a .txt file and upload the file instead (up to "
-            f"{limit / 1024 / 1024:.0f} MB).", status=413))
+            _("Pasted text is limited to %(mb).0f MB: save it as a .txt file and upload the file instead (up to "
+              "%(limit).0f MB).") % {"mb": mb, "limit": limit / 1024 / 1024}, status=413))
     except TooManyFilesSent:
-        return _upload_error(request, UploadForm(), CorpusInputError("Too many files at once: upload at most 100."))
+        return _upload_error(request, UploadForm(), CorpusInputError(_("Too many files at once: upload at most 100.")))
     if not form.is_valid():
         return render(request, "corpora/upload.html", {"form": form, "limit": limit}, status=400)
     try:
@@ -61,7 +62,8 @@ def upload(request):
                                         owner=request.user, uploads=uploads, text=form.cleaned_data["text"])
     except CorpusInputError as exc:
         return _upload_error(request, form, exc)
-    messages.success(request, f"Uploaded {corpus.name}: {corpus.n_chars:,} characters.")
+    messages.success(request, _("Uploaded %(name)s: %(n)s characters.") % {"name": corpus.name,
+                                                                            "n": f"{corpus.n_chars:,}"})
     return redirect("corpora:detail", corpus_id=corpus.id)
 
 
@@ -71,12 +73,18 @@ def _upload_error(request, form, exc: CorpusInputError):
                                                    "error": str(exc)}, status=exc.status)
 
 
+# the character classes of apps/corpora/text.py, as a reader names them
+CLASS_LABELS = {"letters": _("letters"), "digits": _("digits"), "punctuation": _("punctuation"),
+                "symbols": _("symbols"), "whitespace": _("whitespace"), "other": _("other")}
+
+
 def _detail_context(request, corpus: Corpus, **extra) -> dict:
     tokenizers = tokenizer_list(user=request.user, ready_only=True)
     may_edit = selectors.corpus_may_edit(corpus=corpus, user=request.user)
     return {
         "corpus": corpus,
         "stats": corpus.stats,
+        "classes": [(name, CLASS_LABELS.get(name, name), n) for name, n in corpus.stats.get("classes", {}).items()],
         "bytes_per_char": corpus.size_bytes / corpus.n_chars if corpus.n_chars else None,
         "split": corpus.split,
         "preview": selectors.corpus_preview(corpus=corpus),
@@ -147,12 +155,12 @@ def encode(request, corpus_id: int):
             shards = services.shards_ensure(corpus_id=corpus.id, tokenizer_id=form.cleaned_data["tokenizer"].id,
                                             user=request.user)
             if shards.status == "succeeded":
-                notice = (f"Already encoded with {shards.tokenizer.name}: the cached shards are reused "
-                          f"(same text, same tokenizer, same split).")
+                notice = _("Already encoded with %(name)s: the cached shards are reused (same text, same "
+                           "tokenizer, same split).") % {"name": shards.tokenizer.name}
         except CorpusInputError as exc:
             error, status = str(exc), exc.status
     else:
-        error, status = "Choose a tokenizer that has finished training.", 400
+        error, status = _("Choose a tokenizer that has finished training."), 400
     context = _detail_context(request, corpus, encode_error=error, encode_notice=notice)
     if request.htmx:
         return render(request, "corpora/_shards.html", context, status=status)
@@ -185,5 +193,5 @@ def delete(request, corpus_id: int):
     except (PermissionDenied, CorpusInputError) as exc:
         messages.error(request, str(exc))
         return redirect("corpora:detail", corpus_id=corpus.id)
-    messages.success(request, f"Deleted {corpus.name}.")
+    messages.success(request, _("Deleted %(name)s.") % {"name": corpus.name})
     return redirect("corpora:list")

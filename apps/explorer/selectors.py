@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from apps.explorer.models import Share, Trace
 from apps.registry.models import Model as RegistryModel
@@ -61,11 +62,13 @@ def token_limit(config: dict) -> int:
 
 def _describe(config: dict) -> str:
     cfg = GPTConfig.from_dict(config)
-    style = "Llama-style" if cfg.pos == "rope" else "GPT-2-style"
-    heads = f"{cfg.n_head} heads" + (f" ({cfg.n_kv_head} KV)" if cfg.n_kv_head != cfg.n_head else "")
+    style = _("Llama-style") if cfg.pos == "rope" else _("GPT-2-style")
+    heads = _("%(n)s heads") % {"n": cfg.n_head} + (f" ({cfg.n_kv_head} KV)" if cfg.n_kv_head != cfg.n_head else "")
     n = param_count(cfg)
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-    return f"{style} · {size} params · {cfg.n_layer} layers × {heads} · n_embd {cfg.n_embd} · block {cfg.block_size}"
+    return _("%(style)s · %(size)s params · %(n_layer)s layers × %(heads)s · n_embd %(n_embd)s · block %(block)s") % {
+        "style": style, "size": size, "n_layer": cfg.n_layer, "heads": heads, "n_embd": cfg.n_embd,
+        "block": cfg.block_size}
 
 
 def _file_version(path) -> str:
@@ -82,10 +85,10 @@ def _file_version(path) -> str:
 
 def _checkpoint_source(ckpt: Checkpoint) -> Source:
     run = ckpt.run
-    loss = f" · val {ckpt.val_loss:.3f}" if ckpt.val_loss is not None else ""
+    loss = " · " + _("val %(loss).3f") % {"loss": ckpt.val_loss} if ckpt.val_loss is not None else ""
     return Source(
         ref=f"checkpoint:{ckpt.pk}",
-        label=f"{run.name} · step {ckpt.step}",
+        label=_("%(run)s · step %(step)s") % {"run": run.name, "step": ckpt.step},
         kind="checkpoint",
         config=run.model_config,
         version=f"checkpoint:{ckpt.pk}:{ckpt.path}:{_file_version(ckpt.file)}",
@@ -126,7 +129,7 @@ def _registry_models(user, *, everything: bool = False):
 
 
 def _model_source(model) -> Source:
-    loss = f" · val {model.val_loss:.3f}" if model.val_loss is not None else ""
+    loss = " · " + _("val %(loss).3f") % {"loss": model.val_loss} if model.val_loss is not None else ""
     return Source(
         ref=f"model:{model.pk}",
         label=model.name,
@@ -155,41 +158,41 @@ def source_resolve(*, ref: str) -> Source:
 
 
 def _source(ref: str, *, runs, models) -> Source:
-    kind, _, raw_id = (ref or "").partition(":")
+    kind, _sep, raw_id = (ref or "").partition(":")
     if not raw_id.isdigit():
-        raise SourceNotFound(f"{ref!r} is not a model reference: pick a model from the list")
+        raise SourceNotFound(_("%(ref)r is not a model reference: pick a model from the list") % {"ref": ref})
     if kind == "checkpoint":
         ckpt = (Checkpoint.objects.filter(pk=int(raw_id), run__in=runs)
                 .select_related("run", "run__tokenizer").first())
         if ckpt is None or not ckpt.file.exists():
-            raise SourceNotFound("That checkpoint does not exist any more (or is not yours): pick another model")
+            raise SourceNotFound(_("That checkpoint does not exist any more (or is not yours): pick another model"))
         return _checkpoint_source(ckpt)
     if kind == "model":
         model = models.filter(pk=int(raw_id)).first()
         if model is not None and model.file.exists():
             return _model_source(model)
-        raise SourceNotFound("That model does not exist any more (or is not published): pick another model")
-    raise SourceNotFound(f"{ref!r} is not a model reference: pick a model from the list")
+        raise SourceNotFound(_("That model does not exist any more (or is not published): pick another model"))
+    raise SourceNotFound(_("%(ref)r is not a model reference: pick a model from the list") % {"ref": ref})
 
 
 def source_choices(*, user) -> list[tuple[str, list[Source]]]:
     """The model picker: registry models first, then the latest checkpoint of each of the user's runs."""
     groups = []
     if found := [_model_source(m) for m in _registry_models(user).order_by("-status", "name")]:
-        groups.append(("Models", found))
+        groups.append((_("Models"), found))
     latest = {}
     for ckpt in (Checkpoint.objects.filter(run__in=_visible_runs(user)).select_related("run", "run__tokenizer")
                  .order_by("run_id", "step")):
         latest[ckpt.run_id] = ckpt  # the last one per run wins
     runs = [_checkpoint_source(c) for c in sorted(latest.values(), key=lambda c: -c.run_id)]
     if runs:
-        groups.append(("Your training runs (latest checkpoint)", runs))
+        groups.append((_("Your training runs (latest checkpoint)"), runs))
     return groups
 
 
 def source_default(*, user) -> Source | None:
     """What the page shows first: the first registry model (SmolLM2 when seeded), else the newest run."""
-    for _, sources in source_choices(user=user):
+    for _group, sources in source_choices(user=user):
         if sources:
             return sources[0]
     return None
@@ -234,6 +237,6 @@ def share_text(*, key: str) -> str:
     """The text a share link's key stands for; ExplorerError (404) for a key nobody made."""
     share = Share.objects.filter(key=key).first() if isinstance(key, str) and len(key) <= 32 else None
     if share is None:
-        raise ExplorerError("That share link is unknown here (made on another server, or its text was deleted): "
-                            "paste the text again.", status=404)
+        raise ExplorerError(_("That share link is unknown here (made on another server, or its text was deleted): "
+                              "paste the text again."), status=404)
     return share.text

@@ -8,6 +8,7 @@ import hmac
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.explorer import realtime
 from apps.explorer.models import Share, Trace
@@ -24,11 +25,12 @@ def text_clean(*, text: str) -> str:
     """The text as it will be traced: newlines normalized; refused when empty or far too long."""
     text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
-        raise ExplorerError("Type some text first: the explorer runs the model over your text, token by token.")
+        raise ExplorerError(_("Type some text first: the explorer runs the model over your text, token by token."))
     limit = settings.EXPLORER_MAX_TEXT_CHARS
     if len(text) > limit:
-        raise ExplorerError(f"That text has {len(text):,} characters; the explorer takes at most {limit:,} (and "
-                            f"traces only its first few hundred tokens): paste a shorter passage.")
+        raise ExplorerError(_("That text has %(n)s characters; the explorer takes at most %(limit)s (and traces only "
+                              "its first few hundred tokens): paste a shorter passage.")
+                            % {"n": f"{len(text):,}", "limit": f"{limit:,}"})
     return text
 
 
@@ -96,8 +98,9 @@ def rate_check(*, client: str, user) -> None:
     who = f"user:{user.pk}" if user is not None and user.is_authenticated else client
     try:
         limits.rate_limit(scope="explorer.trace", who=who, limit=limit,
-                          message=f"That is {limit} new traces this minute, the most the explorer computes for one "
-                                  "visitor: try again in {retry_after} s (texts already traced still open at once).")
+                          message=_("That is %(limit)s new traces this minute, the most the explorer computes for one "
+                                    "visitor: try again in {retry_after} s (texts already traced still open at once).")
+                          % {"limit": limit})
     except limits.RateLimited as e:
         raise RateLimited(str(e), status=e.status) from None
 

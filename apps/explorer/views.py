@@ -10,6 +10,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _, gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.explorer import selectors, services
@@ -19,6 +20,8 @@ from apps.system.selectors import worker_list
 
 DEFAULT_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.")
 CAMERAS = ("angle", "front", "side", "top")
+CAMERA_LABELS = {"angle": gettext_lazy("angle"), "front": gettext_lazy("front"), "side": gettext_lazy("side"),
+                 "top": gettext_lazy("top")}
 
 
 def _int(value, default: int = 0) -> int:
@@ -43,8 +46,9 @@ def page(request):
         except ExplorerError as exc:
             problem, status, share = str(exc), exc.status, ""
     elif len(text) > settings.EXPLORER_MAX_TEXT_CHARS:
-        problem, status, text = (f"That link carries {len(text):,} characters of text, more than the explorer takes "
-                                 f"({settings.EXPLORER_MAX_TEXT_CHARS:,}): paste a shorter passage."), 414, DEFAULT_TEXT
+        problem, status, text = (_("That link carries %(n)s characters of text, more than the explorer takes "
+                                   "(%(limit)s): paste a shorter passage.")
+                                 % {"n": f"{len(text):,}", "limit": f"{settings.EXPLORER_MAX_TEXT_CHARS:,}"}), 414, DEFAULT_TEXT
     view = {
         "model": source.ref if source else "",
         "text": text,
@@ -63,7 +67,7 @@ def page(request):
         "problem": problem,
         "view": view,
         "checkpoints": checkpoints,
-        "cameras": CAMERAS,
+        "cameras": [(cam, CAMERA_LABELS[cam]) for cam in CAMERAS],
         "boot": {
             "view": view,
             "source": _source_json(source),
@@ -79,7 +83,7 @@ def trace_request(request):
     try:
         ref, text = request.POST.get("model", ""), request.POST.get("text", "")
     except RequestDataTooBig:
-        return _refused(request, ExplorerError("That text is far over the size limit: paste a shorter passage.",
+        return _refused(request, ExplorerError(_("That text is far over the size limit: paste a shorter passage."),
                                                status=413))
     try:
         trace = services.trace_request(ref=ref, text=text, user=request.user, client=client_address(request))
@@ -133,7 +137,8 @@ def _refused(request, exc: ExplorerError):
     if request.htmx:
         return render(request, "explorer/_trace-live.html", {"error": str(exc)}, status=exc.status)
     context = {"choices": selectors.source_choices(user=request.user), "problem": str(exc), "view": {},
-               "cameras": CAMERAS, "boot": {"view": {}, "source": None, "checkpoints": [], "urls": {}}}
+               "cameras": [(cam, CAMERA_LABELS[cam]) for cam in CAMERAS],
+               "boot": {"view": {}, "source": None, "checkpoints": [], "urls": {}}}
     return render(request, "explorer/page.html", context, status=exc.status)
 
 

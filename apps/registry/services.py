@@ -22,14 +22,16 @@ from django.utils.text import slugify
 
 from apps.registry.errors import ImportCancelled, RegistryError
 from apps.registry.models import Model, ModelImport, model_dir
-from apps.registry.weights import WeightsFileError, copy_tensors
+from apps.registry.weights import WeightsFileError, copy_tensors, merge_lora_tensors
 from apps.system import files
 from apps.tokenization.models import Tokenizer
 from apps.tokenization.selectors import tokenizer_runtime
 from apps.tokenization.services import tokenizer_imported_create, tokenizer_imported_delete
+from apps.training.finetune import sft_model_format
 from apps.training.permissions import run_may_view
 from workers.gpt.config import GPTConfig, param_count
 from workers.gpt.formats.llmlab import sidecar_path
+from workers.gpt.tokenizers import TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +269,8 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
     if not src.exists() or not sidecar_path(src).exists():
         raise RegistryError(f"The checkpoint at step {checkpoint.step} is no longer on disk (rotated away?): promote "
                             f"a newer one.", status=409)
+    if run.kind != run.Kind.PRETRAIN:
+        return _promote_derived(checkpoint=checkpoint)
     name = model_check_name(name) if name.strip() else _unique_name(f"{run.name} · step {checkpoint.step}")
     cfg = GPTConfig.from_dict(run.model_config)
     tmp = files.temp_dir(files.artifact_path("models"), "promote")
@@ -302,6 +306,58 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
         val_loss=checkpoint.val_loss if checkpoint.val_loss is not None else sidecar.get("losses", {}).get("val"),
         lineage=lineage, status=Model.Status.DRAFT, owner=user,
     )
+
+
+def _promote_derived(*, checkpoint) -> Model:
+    """A checkpoint of a fine-tuning or GRPO run becomes the model the run registers when it ends, through the same
+    service: `<base>-sft` (its tokenizer, ChatML when added, and chat template: finetune.sft_model_format) or
+    `<base>-grpo`, lineage base model -> data set -> run, a draft of the run's owner. LoRA adapters are merged into
+    the weights (weights.merge_lora_tensors), the optimizer state stays behind."""
+    run = checkpoint.run
+    base = run.base_model
+    if base is None:
+        raise RegistryError(f"The base model of this run ({run.data.get('base_model', '?')}) was deleted, so its "
+                            f"tokenizer and chat template are unknown: this checkpoint cannot become a model.",
+                            status=409)
+    src = checkpoint.file
+    tmp = files.temp_dir(files.artifact_path("models"), "promote")
+    try:
+        lora = run.lora
+        weights = tmp / src.name
+        renames = {}
+        if lora:
+            renames = merge_lora_tensors(src, weights, scale=lora["alpha"] / lora["r"],
+                                         keep=lambda key: key.startswith("model."))
+        else:
+            copy_tensors(src, weights, keep=lambda key: key.startswith("model."))
+        sidecar = json.loads(sidecar_path(src).read_text())
+        aliases = {renames.get(k, k): renames.get(v, v) for k, v in (sidecar.get("aliases") or {}).items()}
+        fmt = sft_model_format(base=base) if run.kind == run.Kind.SFT else None
+        sidecar.update(optimizer=None, rng_state={}, aliases=aliases,
+                       tokenizer=fmt["tokenizer_spec"] if fmt else base.tokenizer_spec,
+                       extra={"run_id": run.pk, "promoted_from": {"run": run.pk, "run_name": run.name,
+                                                                  "step": checkpoint.step}})
+        files.write_json(sidecar_path(weights), sidecar)
+        model_copy_tokenizer_files(base=base, into=tmp)
+    except (WeightsFileError, TokenizerError, ValueError) as e:
+        files.remove(tmp)
+        raise RegistryError(f"The checkpoint at step {checkpoint.step} cannot become a model: {e}", status=409) \
+            from None
+    except BaseException:
+        files.remove(tmp)
+        raise
+    if fmt is not None:
+        return model_register_finetune(run=run, tmp=tmp, weights_name=src.name, config=run.model_config,
+                                       step=checkpoint.step, val_loss=checkpoint.val_loss, **fmt)
+    return model_register_derived(run=run, weights_dir=tmp, weights_name=src.name, suffix=run.kind,
+                                  step=checkpoint.step)
+
+
+def model_copy_tokenizer_files(*, base: Model, into: Path) -> None:
+    """Copy an imported base model's tokenizer folder into `into` (the folder a derived model is being written to):
+    a derived model's spec points at its own models/<id>/tokenizer (see _finish_files)."""
+    if (base.tokenizer_spec or {}).get("kind") == "imported":
+        shutil.copytree(base.directory / "tokenizer", Path(into) / "tokenizer")
 
 
 def _endoftext_id(tokenizer) -> int | None:

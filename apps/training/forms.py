@@ -18,63 +18,74 @@ TRAIN_FIELDS = ("batch_size", "grad_accum", "max_steps", "learning_rate", "min_l
                 "seed", "device", "dtype", "compile", "log_interval", "devices")
 ADVANCED_FIELDS = ("weight_decay", "grad_clip", "beta1", "beta2", "eval_iters", "keep_last", "seed", "device", "dtype",
                    "compile", "log_interval")
-BLOCK_CHOICES = [("gpt2", "GPT-2: LayerNorm, learned positions, GELU"), ("llama", "Llama: RMSNorm, RoPE, SwiGLU")]
+BLOCK_CHOICES = [("gpt2", gettext_lazy("GPT-2: LayerNorm, learned positions, GELU")),
+                 ("llama", gettext_lazy("Llama: RMSNorm, RoPE, SwiGLU"))]
 
 
-def _int(label, lo, hi, help_text=""):
+def _int(label, lo, hi, help_text=gettext_lazy("")):
     return forms.IntegerField(label=label, min_value=lo, max_value=hi, help_text=help_text)
 
 
-def _float(label, lo, hi, help_text=""):
+def _float(label, lo, hi, help_text=gettext_lazy("")):
     return forms.FloatField(label=label, min_value=lo, max_value=hi, help_text=help_text,
                             widget=forms.NumberInput(attrs={"step": "any"}))
 
 
 class RunForm(forms.Form):
-    name = forms.CharField(max_length=100, required=False, help_text="optional; a name is made from the preset")
+    name = forms.CharField(max_length=100, required=False, label=gettext_lazy("name"),
+                           help_text=gettext_lazy("optional; a name is made from the preset"))
     preset = forms.ChoiceField(required=False, widget=forms.HiddenInput,
-                               choices=[("", "custom")] + [(k, p.label) for k, p in PRESETS.items()])
-    corpus = forms.ModelChoiceField(queryset=None, empty_label=None, help_text="the text to learn from")
-    tokenizer = forms.ModelChoiceField(queryset=None, empty_label=None,
-                                       help_text="the corpus is encoded with it first, if it is not yet")
+                               choices=[("", gettext_lazy("custom"))] + [(k, p.label) for k, p in PRESETS.items()])
+    corpus = forms.ModelChoiceField(queryset=None, empty_label=None, label=gettext_lazy("corpus"),
+                                    help_text=gettext_lazy("the text to learn from"))
+    tokenizer = forms.ModelChoiceField(queryset=None, empty_label=None, label=gettext_lazy("tokenizer"),
+                                       help_text=gettext_lazy("the corpus is encoded with it first, if it is not yet"))
 
     # the model (nanoGPT's names)
-    n_layer = _int("n_layer", 1, 96, "transformer blocks")
-    n_head = _int("n_head", 1, 128, "attention heads per block")
+    n_layer = _int("n_layer", 1, 96, gettext_lazy("transformer blocks"))
+    n_head = _int("n_head", 1, 128, gettext_lazy("attention heads per block"))
     n_kv_head = forms.IntegerField(label="n_kv_head", min_value=1, max_value=128, required=False,
-                                   help_text="key/value heads (grouped-query attention); divides n_head; empty = n_head")
-    block = forms.ChoiceField(label="block style", choices=BLOCK_CHOICES, initial="gpt2", required=False,
-                              help_text="the norm, position encoding and MLP of every transformer block")
-    n_embd = _int("n_embd", 8, 12288, "width of the residual stream; divisible by n_head")
-    block_size = _int("block_size", 2, 16384, "context length in tokens")
-    dropout = _float("dropout", 0.0, 0.9, "0.0 for pretraining; 0.1–0.2 against overfitting small data")
-    bias = forms.BooleanField(required=False, help_text="biases in Linear and LayerNorm layers, like GPT-2")
+                                   help_text=gettext_lazy("key/value heads (grouped-query attention); divides n_head; "
+                                                          "empty = n_head"))
+    block = forms.ChoiceField(label=gettext_lazy("block style"), choices=BLOCK_CHOICES, initial="gpt2", required=False,
+                              help_text=gettext_lazy("the norm, position encoding and MLP of every transformer block"))
+    n_embd = _int("n_embd", 8, 12288, gettext_lazy("width of the residual stream; divisible by n_head"))
+    block_size = _int("block_size", 2, 16384, gettext_lazy("context length in tokens"))
+    dropout = _float("dropout", 0.0, 0.9, gettext_lazy("0.0 for pretraining; 0.1–0.2 against overfitting small data"))
+    bias = forms.BooleanField(required=False,
+                              help_text=gettext_lazy("biases in Linear and LayerNorm layers, like GPT-2"))
 
     # the optimization
-    batch_size = _int("batch_size", 1, 8192, "sequences per micro-batch")
-    grad_accum = _int("grad_accum", 1, 1024, "micro-batches per optimizer step")
+    batch_size = _int("batch_size", 1, 8192, gettext_lazy("sequences per micro-batch"))
+    grad_accum = _int("grad_accum", 1, 1024, gettext_lazy("micro-batches per optimizer step"))
     devices = forms.IntegerField(label=gettext_lazy("devices"), min_value=1, max_value=1024, initial=1, required=False,
                                  help_text=gettext_lazy("processes training the run together (DDP), one per GPU or "
                                                         "CPU core; the global batch stays batch_size × grad_accum"))
-    max_steps = _int("max_steps", 1, 2_000_000, "optimizer steps")
-    learning_rate = _float("learning_rate", 1e-8, 10.0, "peak, after warmup")
-    min_lr = _float("min_lr", 0.0, 10.0, "the cosine decay ends here; about learning_rate/10")
-    warmup_steps = _int("warmup_steps", 0, 2_000_000, "linear warmup from 0")
-    weight_decay = _float("weight_decay", 0.0, 10.0, "AdamW, on matrices only")
-    grad_clip = _float("grad_clip", 0.0, 1e6, "clip the global gradient norm; 0 = off")
-    beta1 = _float("beta1", 0.0, 0.9999, "AdamW")
-    beta2 = _float("beta2", 0.0, 0.9999, "AdamW; 0.99 for small models and data")
-    eval_interval = _int("eval_interval", 1, 2_000_000, "estimate the loss on both splits (and sample) this often")
-    eval_iters = _int("eval_iters", 1, 10_000, "batches per estimate")
-    checkpoint_interval = _int("checkpoint_interval", 0, 2_000_000, "save this often (and at the end); 0 = end only")
-    keep_last = _int("keep_last", 1, 100, "checkpoints kept, plus the best by val loss")
-    seed = _int("seed", 0, 2**31 - 1, "same seed, same run (on a CPU)")
-    device = forms.ChoiceField(choices=[(d, d) for d in DEVICES], help_text="auto: the worker's GPU if it has one")
-    dtype = forms.ChoiceField(choices=[(d, d) for d in DTYPES], help_text="auto: bfloat16 autocast on CUDA")
-    compile = forms.BooleanField(required=False, help_text="torch.compile: faster steps on CUDA after a slow first one")
+    max_steps = _int("max_steps", 1, 2_000_000, gettext_lazy("optimizer steps"))
+    learning_rate = _float("learning_rate", 1e-8, 10.0, gettext_lazy("peak, after warmup"))
+    min_lr = _float("min_lr", 0.0, 10.0, gettext_lazy("the cosine decay ends here; about learning_rate/10"))
+    warmup_steps = _int("warmup_steps", 0, 2_000_000, gettext_lazy("linear warmup from 0"))
+    weight_decay = _float("weight_decay", 0.0, 10.0, gettext_lazy("AdamW, on matrices only"))
+    grad_clip = _float("grad_clip", 0.0, 1e6, gettext_lazy("clip the global gradient norm; 0 = off"))
+    beta1 = _float("beta1", 0.0, 0.9999, gettext_lazy("AdamW"))
+    beta2 = _float("beta2", 0.0, 0.9999, gettext_lazy("AdamW; 0.99 for small models and data"))
+    eval_interval = _int("eval_interval", 1, 2_000_000,
+                         gettext_lazy("estimate the loss on both splits (and sample) this often"))
+    eval_iters = _int("eval_iters", 1, 10_000, gettext_lazy("batches per estimate"))
+    checkpoint_interval = _int("checkpoint_interval", 0, 2_000_000,
+                               gettext_lazy("save this often (and at the end); 0 = end only"))
+    keep_last = _int("keep_last", 1, 100, gettext_lazy("checkpoints kept, plus the best by val loss"))
+    seed = _int("seed", 0, 2**31 - 1, gettext_lazy("same seed, same run (on a CPU)"))
+    device = forms.ChoiceField(choices=[(d, d) for d in DEVICES],
+                               help_text=gettext_lazy("auto: the worker's GPU if it has one"))
+    dtype = forms.ChoiceField(choices=[(d, d) for d in DTYPES],
+                              help_text=gettext_lazy("auto: bfloat16 autocast on CUDA"))
+    compile = forms.BooleanField(required=False,
+                                 help_text=gettext_lazy("torch.compile: faster steps on CUDA after a slow first one"))
     log_interval = forms.IntegerField(label="log_interval", min_value=1, max_value=100_000, required=False,
-                                      help_text="record a step this often; empty = every step on a CPU, every 10th on "
-                                                "CUDA (reading the loss makes the CPU wait for the GPU)")
+                                      help_text=gettext_lazy("record a step this often; empty = every step on a "
+                                                             "CPU, every 10th on CUDA (reading the loss makes the "
+                                                             "CPU wait for the GPU)"))
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -167,8 +178,8 @@ class RunForm(forms.Form):
     def _check_memory(self, est: dict) -> None:
         if estimates.fits_somewhere(est):
             if not est["workers"]:
-                self.warnings.append("No train worker is online, so memory and time are not checked against a "
-                                     "device yet; the run waits in the queue until one starts.")
+                self.warnings.append(_("No train worker is online, so memory and time are not checked against a "
+                                       "device yet; the run waits in the queue until one starts."))
             return
         largest = max(est["workers"], key=lambda w: w["memory_bytes"] or 0)
         problem = memory_fit_error(self.model_cfg, self.train_cfg, memory_bytes=largest["memory_bytes"],
@@ -197,10 +208,15 @@ class ForkForm(forms.Form):
     """A fork changes how training continues from a checkpoint: how long, and how fast."""
 
     name = forms.CharField(max_length=100, required=False)
-    max_steps = _int("max_steps", 1, 2_000_000, "the total, counting the steps before the checkpoint")
-    learning_rate = _float("learning_rate", 1e-8, 10.0, "peak learning rate of the schedule")
-    min_lr = _float("min_lr", 0.0, 10.0, "where the cosine decay ends")
-    warmup_steps = _int("warmup_steps", 0, 2_000_000, "warmup of the schedule (steps counted from 0)")
+    max_steps = _int("max_steps", 1, 2_000_000, gettext_lazy("the total, counting the steps before the checkpoint"))
+    learning_rate = _float("learning_rate", 1e-8, 10.0, gettext_lazy("peak learning rate of the schedule"))
+    min_lr = _float("min_lr", 0.0, 10.0, gettext_lazy("where the cosine decay ends"))
+    warmup_steps = _int("warmup_steps", 0, 2_000_000, gettext_lazy("warmup of the schedule (steps counted from 0)"))
+
+    def __init__(self, *args, fields=("max_steps", "learning_rate", "min_lr", "warmup_steps"), **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in [f for f in self.fields if f != "name" and f not in fields]:
+            del self.fields[name]  # what this kind of run has not (GRPO: no min_lr)
 
     def changes(self) -> dict:
-        return {k: self.cleaned_data[k] for k in ("max_steps", "learning_rate", "min_lr", "warmup_steps")}
+        return {k: v for k, v in self.cleaned_data.items() if k != "name"}

@@ -7,6 +7,8 @@ the recipe is published with, drawn on the dashboard as a line to aim at (only w
 
 from dataclasses import dataclass, field
 
+from django.utils.translation import gettext_lazy as _
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -50,32 +52,33 @@ PRESETS = {
     for p in [
         Preset(
             key="shakespeare-char-cpu",
-            label="Shakespeare char, CPU",
-            description="nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores.",
+            label=_("Shakespeare char, CPU"),
+            description=_("nanoGPT's laptop recipe: a 0.8M-parameter model, about two minutes on two CPU cores."),
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
             model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
             train=dict(_SHAKESPEARE_TRAIN, batch_size=12, max_steps=2000, eval_iters=20, checkpoint_interval=250),
             reference=1.88,
-            reference_source="nanoGPT README, CPU run",
+            reference_source=_("nanoGPT README, CPU run"),
         ),
         Preset(
             key="shakespeare-char-baby",
-            label="Shakespeare char, baby GPT",
-            description="nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU.",
+            label=_("Shakespeare char, baby GPT"),
+            description=_("nanoGPT's baby GPT (10.7M parameters, context 256): minutes on a GPU, hours on a CPU."),
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
             model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
             train=dict(_SHAKESPEARE_TRAIN, batch_size=64, max_steps=5000, eval_iters=200, checkpoint_interval=250),
             reference=1.47,
-            reference_source="nanoGPT README, one A100",
+            reference_source=_("nanoGPT README, one A100"),
         ),
         Preset(
             key="shakespeare-bpe-small",
-            label="Shakespeare BPE, small",
-            description="Sub-word tokens: the small model reads words and pieces of words. Uses a BPE trained "
-            "on Shakespeare on the Tokenizers page if you made one (else GPT-2's 50k vocabulary, much slower). "
-            "Losses are per token: not comparable with the character runs.",
+            label=_("Shakespeare BPE, small"),
+            description=_("Sub-word tokens: the small model reads words and pieces of words. Uses a BPE trained "
+                          "on Shakespeare on the Tokenizers page if you made one (else GPT-2's 50k vocabulary, "
+                          "much slower). "
+                          "Losses are per token: not comparable with the character runs."),
             corpus="shakespeare",
             tokenizers=("shakespeare-bpe", "gpt2"),
             model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
@@ -84,9 +87,9 @@ PRESETS = {
         ),
         Preset(
             key="shakespeare-char-llama",
-            label="Shakespeare char, Llama blocks",
-            description="The CPU recipe's size with Llama's block: RMSNorm, rotary positions, a SwiGLU MLP and 2 "
-            "key/value heads shared by 4 query heads. Compare its curve with the GPT-2-style run.",
+            label=_("Shakespeare char, Llama blocks"),
+            description=_("The CPU recipe's size with Llama's block: RMSNorm, rotary positions, a SwiGLU MLP and 2 "
+                          "key/value heads shared by 4 query heads. Compare its curve with the GPT-2-style run."),
             corpus="shakespeare",
             tokenizers=("shakespeare-char", "char"),
             model=dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=128, block_size=64, dropout=0.0, bias=False,
@@ -97,9 +100,9 @@ PRESETS = {
         # with beta2 0.95 and weight decay 0.1, bf16. 8 x 8 micro-batches = 65,536 tokens per step
         Preset(
             key="gpt2-124m",
-            label="GPT-2 124M",
-            description="GPT-2 small, the shape llm.c and nanoGPT measure themselves with (124M parameters, "
-            "context 1024, GPT-2's tokenizer, bf16, compiled). For a CUDA GPU: days on a CPU.",
+            label=_("GPT-2 124M"),
+            description=_("GPT-2 small, the shape llm.c and nanoGPT measure themselves with (124M parameters, "
+                          "context 1024, GPT-2's tokenizer, bf16, compiled). For a CUDA GPU: days on a CPU."),
             corpus="shakespeare",
             tokenizers=("gpt2",),
             model=dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, dropout=0.0, bias=True,

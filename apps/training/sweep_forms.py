@@ -16,7 +16,7 @@ class SweepForm(forms.Form):
                            help_text=_("optional; a name is made from the preset"))
     corpus = forms.ModelChoiceField(queryset=None, empty_label=None, label=_("corpus"))
     tokenizer = forms.ModelChoiceField(queryset=None, empty_label=None, label=_("tokenizer"))
-    preset = forms.ChoiceField(label=_("preset"), choices=[(p.key, p.label) for p in scaling.SWEEP_PRESETS.values()],
+    preset = forms.ChoiceField(label=_("preset"), choices=[(p.key, _(p.label)) for p in scaling.SWEEP_PRESETS.values()],
                                help_text=_("the model sizes, context and batch the grid is made of"))
     budgets = forms.CharField(required=False, label=_("budgets (FLOPs)"),
                               help_text=_("comma-separated, e.g. 1e12, 2e12, 4e12; empty = the preset's"))

@@ -6,37 +6,15 @@ from django.urls import reverse
 from playwright.sync_api import expect
 
 from apps.system.context_processors import NAV
-from tests.apps.registry.factories import make_model
 from tests.data_fixtures import *  # noqa: F401,F403
-from tests.training_fixtures import *  # noqa: F401,F403
-from tests.training_fixtures import make_run
+from tests.every_page import PAGES as EVERY_PAGE, every_page_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
 
 PHONE = {"width": 390, "height": 844}
 
-# Each page as a function of the rows the test made (so ids and slugs are real ones).
-PAGES = {
-    "home": lambda rows: reverse("system:home"),
-    "data": lambda rows: reverse("corpora:list"),
-    "data-upload": lambda rows: reverse("corpora:upload"),
-    "data-detail": lambda rows: reverse("corpora:detail", args=[rows["corpus"].pk]),
-    "tokenizers": lambda rows: reverse("tokenization:playground"),
-    "tokenizers-library": lambda rows: reverse("tokenization:library"),
-    "tokenizer-detail": lambda rows: reverse("tokenization:detail", args=[rows["tokenizer"].name]),
-    "tokenizer-vocab": lambda rows: reverse("tokenization:vocab", args=[rows["tokenizer"].name]),
-    "training": lambda rows: reverse("training:runs"),
-    "training-new": lambda rows: reverse("training:new"),
-    "training-run": lambda rows: reverse("training:run", args=[rows["run"].pk]),
-    "generate": lambda rows: reverse("inference:generate") + f"?model={rows['model'].slug}",
-    "generate-api": lambda rows: reverse("inference:api"),
-    "explorer": lambda rows: reverse("explorer:page"),
-    "models": lambda rows: reverse("registry:list"),
-    "model-detail": lambda rows: reverse("registry:detail", args=[rows["model"].slug]),
-    "system": lambda rows: reverse("system:status"),
-    "login": lambda rows: reverse("system:login"),
-    "signup": lambda rows: reverse("system:signup"),
-}
+# Every page (tests/every_page.py, shared with the Chinese check), as a function of the rows the test made.
+PAGES = {name: url for name, url in EVERY_PAGE.items() if name not in ("login", "signup")}  # signed-in: redirects
 
 # What sticks out past the right (or left) edge, outside any box that scrolls or clips on purpose (a wide table in
 # its scrolling wrapper is fine; a paragraph half off the screen is not).
@@ -57,24 +35,39 @@ CUT_OFF = """() => {
 
 
 @pytest.fixture
-def rows(user, tiny_corpus, char_tok, tmp_path):
-    return {"corpus": tiny_corpus, "tokenizer": char_tok, "run": make_run(user, tiny_corpus, char_tok),
-            "model": make_model(tmp_path, name="Tiny phone", owner=user)}
+def rows(user, tmp_path):
+    user.is_staff = True  # staff see every page (the import page) and every control
+    user.save()
+    return every_page_rows(user, tmp_path)
 
 
-@pytest.fixture
-def phone(browser, processes, user):
-    url = processes.asgi_server()
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+def signed_in_phone(browser, url, user, *, sign_in="Sign in", **options):
+    """A 390 px touch screen with `user` signed in through the form (its button reads `sign_in`)."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, **options)
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(url + "/accounts/login/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "analytical-engine-1843")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name=sign_in).click()
     expect(page.locator(".who")).to_contain_text(user.username)
+    return context, page
+
+
+@pytest.fixture
+def phone(browser, processes, user):
+    url = processes.asgi_server()
+    context, page = signed_in_phone(browser, url, user)
     yield page, url
     context.close()
+
+
+def misfits(page, name) -> list[str]:
+    """What is wrong with the open page at 390 px: sideways scroll, or elements past the screen's edge."""
+    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
+    if scroll_width > inner_width:
+        return [f"{name} scrolls sideways at 390 px: {scroll_width} > {inner_width}"]
+    return [f"{name}: {what} sticks out past the screen's edge" for what in page.evaluate(CUT_OFF)]
 
 
 @pytest.mark.parametrize("name", list(PAGES))
@@ -83,10 +76,36 @@ def test_the_page_fits_a_phone_without_sideways_scrolling(phone, rows, name, scr
     response = page.goto(url + PAGES[name](rows))
     assert response.status == 200, f"{name}: {response.status}"
     page.wait_for_load_state("load")
-    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
-    assert scroll_width <= inner_width, f"{name} scrolls sideways at 390 px: {scroll_width} > {inner_width}"
-    assert page.evaluate(CUT_OFF) == [], f"{name}: these stick out past the screen's edge"
+    assert misfits(page, name) == []
     page.screenshot(path=screenshots / f"phone-{name}.png", full_page=True)
+
+
+@pytest.mark.parametrize("name", ["login", "signup"])
+def test_the_sign_in_pages_fit_a_phone(browser, processes, name, screenshots):
+    url = processes.asgi_server()
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(url + EVERY_PAGE[name]({}))
+    assert misfits(page, name) == []
+    page.screenshot(path=screenshots / f"phone-{name}.png", full_page=True)
+    context.close()
+
+
+def test_every_page_fits_a_phone_in_chinese(browser, processes, user, rows, screenshots):
+    """Chinese lines break differently and its words are shorter or longer than English ones: every page again, in
+    zh-hans (Accept-Language), with Noto CJK for the glyphs (Debian's fonts-noto-cjk; see the screenshots)."""
+    url = processes.asgi_server()
+    context, page = signed_in_phone(browser, url, user, sign_in="登录", locale="zh-CN",
+                                    extra_http_headers={"Accept-Language": "zh-hans"})
+    problems = []
+    for name, path in PAGES.items():
+        response = page.goto(url + path(rows))
+        assert response.status == 200, f"{name}: {response.status}"
+        assert page.evaluate("document.documentElement.lang") == "zh-hans", name
+        problems += misfits(page, name)
+        page.screenshot(path=screenshots / f"phone-zh-{name}.png", full_page=True)
+    context.close()
+    assert problems == []
 
 
 def test_the_menu_button_reaches_every_page(phone):

@@ -24,6 +24,12 @@ import numpy as np
 
 from workers.gpt.config import GPTConfig, flops_per_token, param_count
 
+
+def gettext_noop(text: str) -> str:
+    """Marks a preset's words for the web app's catalogue (makemessages finds this name); the app translates them
+    where it shows them. This library imports nothing from Django."""
+    return text
+
 # Hoffmann et al. 2022, Table 2, approach 2 (IsoFLOP profiles): N_opt ∝ C^0.49, D_opt ∝ C^0.51 (approach 1 gives
 # 0.50 / 0.50); Table 3's compute-optimal models come out near 20 training tokens per parameter.
 CHINCHILLA = {
@@ -187,9 +193,9 @@ class SweepPreset:
 # on 300 tokens/parameter and reach down to models of a few thousand parameters. The whole 20-run preset was not run
 # end to end on an idle machine (tests/benchmarks/test_scaling_sweep.py does that).
 CPU_PRESET = SweepPreset(
-    key="shakespeare-char-cpu-sweep", label="Shakespeare char, CPU sweep",
-    description="20 runs: 4 budgets (1e11 to 8e11 FLOPs) × 5 sizes (2.5k-150k parameters); ~20 minutes on 2 idle "
-                "cores.",
+    key="shakespeare-char-cpu-sweep", label=gettext_noop("Shakespeare char, CPU sweep"),
+    description=gettext_noop("20 runs: 4 budgets (1e11 to 8e11 FLOPs) × 5 sizes (2.5k-150k parameters); ~20 minutes "
+                             "on 2 idle cores."),
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
     budgets=(1e11, 2e11, 4e11, 8e11),
     shapes=(Shape(1, 2, 12), Shape(1, 2, 16), Shape(1, 2, 24), Shape(2, 2, 32), Shape(2, 4, 48), Shape(3, 4, 64)),
@@ -201,8 +207,9 @@ CPU_PRESET = SweepPreset(
 # five sizes each (0.6M to 25M parameters), context 256, batches of 128: 5 × 31 × 1e15 = 1.55e17 FLOPs (~52 min)
 # in ~145k steps (~8 ms of fixed cost each, ~19 min): about 70 minutes.
 GPU_PRESET = SweepPreset(
-    key="shakespeare-char-gpu-sweep", label="Shakespeare char, GPU sweep",
-    description="25 runs: 5 budgets (1e15 to 1.6e16 FLOPs) × 5 sizes (0.6M-25M parameters); ~70 minutes on one GPU.",
+    key="shakespeare-char-gpu-sweep", label=gettext_noop("Shakespeare char, GPU sweep"),
+    description=gettext_noop("25 runs: 5 budgets (1e15 to 1.6e16 FLOPs) × 5 sizes (0.6M-25M parameters); ~70 minutes "
+                             "on one GPU."),
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
     budgets=(1e15, 2e15, 4e15, 8e15, 1.6e16),
     shapes=(Shape(2, 4, 96), Shape(3, 4, 128), Shape(4, 4, 192), Shape(4, 8, 256), Shape(6, 6, 288),
@@ -213,8 +220,9 @@ GPU_PRESET = SweepPreset(
 # A look at the machinery in a few minutes, not a measurement: context 16, batches of 8, models of 1k-27k
 # parameters, budgets small enough that each run is a few hundred steps. Its valleys are too shallow to trust.
 TINY_PRESET = SweepPreset(
-    key="tiny-char-sweep", label="Tiny smoke sweep",
-    description="12 runs of a few hundred steps each (1k-27k parameters, context 16): the machinery, in minutes.",
+    key="tiny-char-sweep", label=gettext_noop("Tiny smoke sweep"),
+    description=gettext_noop("12 runs of a few hundred steps each (1k-27k parameters, context 16): the machinery, "
+                             "in minutes."),
     corpus="shakespeare", tokenizers=("shakespeare-char", "char"),
     budgets=(5e8, 1e9, 2e9, 4e9),
     shapes=(Shape(1, 1, 8), Shape(1, 2, 12), Shape(1, 2, 16), Shape(1, 2, 24), Shape(2, 2, 32)),

@@ -1,6 +1,7 @@
 """Small filters every page can load (`{% load labtext %}`): numbers with separators, durations, visible whitespace."""
 
 from django import template
+from django.utils.translation import gettext as _
 
 register = template.Library()
 
@@ -39,10 +40,10 @@ def duration(seconds):
         return "—"
     s = max(0, int(round(float(seconds))))
     if s < 60:
-        return f"{float(seconds):.1f} s" if float(seconds) < 10 else f"{s} s"
+        return _("%(s)s s") % {"s": f"{float(seconds):.1f}" if float(seconds) < 10 else s}
     if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+        return _("%(m)s min %(s)s s") % {"m": s // 60, "s": f"{s % 60:02d}"}
+    return _("%(h)s h %(m)s min") % {"h": s // 3600, "m": f"{s % 3600 // 60:02d}"}
 
 
 @register.filter
@@ -52,8 +53,8 @@ def rate_chars(value):
         return "—"
     value = float(value)
     if value >= 1e6:
-        return f"{value / 1e6:.1f} M chars/s"
-    return f"{value / 1e3:.0f} K chars/s"
+        return _("%(n)s M chars/s") % {"n": f"{value / 1e6:.1f}"}
+    return _("%(n)s K chars/s") % {"n": f"{value / 1e3:.0f}"}
 
 
 @register.filter
@@ -80,7 +81,7 @@ def mb(value):
         return f"{value / 1024 / 1024:.1f} MB"
     if value >= 1024:
         return f"{value / 1024:.1f} KB"
-    return f"{value} bytes"
+    return _("%(n)s bytes") % {"n": value}
 
 
 @register.filter

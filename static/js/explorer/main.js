@@ -56,7 +56,7 @@ async function startScene() {
   } catch (err) {
     console.error(err);
     $("no-webgl").hidden = false;
-    $("no-webgl").textContent = `The 3D view could not start (${err.message}); every 2D view below still works.`;
+    $("no-webgl").textContent = interpolate(gettext("The 3D view could not start (%(error)s); every 2D view below still works."), { error: err.message }, true);
     $("scene").hidden = true;
     document.body.dataset.webgl = "failed";
   }
@@ -77,7 +77,7 @@ function markFold() {
   b.hidden = !trace || trace.L <= 4;
   if (b.hidden) return;
   b.setAttribute("aria-pressed", String(!scene.folded));
-  b.textContent = scene.folded ? `show all ${trace.L} blocks` : `fold the middle blocks`;
+  b.textContent = scene.folded ? interpolate(gettext("show all %(n)s blocks"), { n: trace.L }, true) : gettext("fold the middle blocks");
 }
 function setUnfolded(unfolded) {
   scene?.setUnfolded(unfolded);
@@ -94,9 +94,10 @@ function drawAll() {
   modelview.draw(trace, state);
   probs.draw(trace, state.temperature);
   drawWalk();
-  $("heat-title").textContent = `layer ${state.layer} · head ${state.head}`;
-  $("scene-focus").textContent = `layer ${state.layer} · head ${state.head} · following “${show(trace.tokens[state.tok])}” (${state.tok})`;
-  $("modelview-count").textContent = `${trace.L} layers × ${trace.H} heads`;
+  const where = { layer: state.layer, head: state.head, token: show(trace.tokens[state.tok]), i: state.tok };
+  $("heat-title").textContent = interpolate(gettext("layer %(layer)s · head %(head)s"), where, true);
+  $("scene-focus").textContent = interpolate(gettext("layer %(layer)s · head %(head)s · following “%(token)s” (%(i)s)"), where, true);
+  $("modelview-count").textContent = interpolate(gettext("%(L)s layers × %(H)s heads"), { L: trace.L, H: trace.H }, true);
 }
 
 function drawTokens() {
@@ -107,7 +108,8 @@ function drawTokens() {
     s.textContent = show(t);
     s.dataset.i = i;
     const p = trace.a.target_prob[i - 1];
-    s.title = `token ${i} · id ${trace.ids[i]}` + (i > 0 ? ` · the model gave it ${(100 * p).toFixed(1)}% after the tokens before` : "");
+    s.title = interpolate(gettext("token %(i)s · id %(id)s"), { i, id: trace.ids[i] }, true) + (i > 0 ? " · " +
+      interpolate(gettext("the model gave it %(p)s% after the tokens before"), { p: (100 * p).toFixed(1) }, true) : "");
     return s;
   }));
 }
@@ -121,8 +123,8 @@ function drawPickers() {
     if (sel.options.length !== n) sel.replaceChildren(...Array.from({ length: n }, (_, k) => new Option(`${label} ${k}`, k)));
     sel.value = value;
   };
-  fill($("layer"), trace.L, "layer", state.layer);
-  fill($("head"), trace.H, "head", state.head);
+  fill($("layer"), trace.L, gettext("layer"), state.layer);
+  fill($("head"), trace.H, gettext("head"), state.head);
 }
 $("layer").addEventListener("change", (e) => select(Number(e.target.value), state.head));
 $("head").addEventListener("change", (e) => select(state.layer, Number(e.target.value)));
@@ -230,7 +232,7 @@ form?.elements.model.addEventListener("change", () => {
   state.model = form.elements.model.value;
   state.text = form.elements.text.value;
   const opt = form.elements.model.selectedOptions[0];
-  $("model-detail").textContent = `${opt.dataset.detail} · traces up to ${opt.dataset.limit} tokens`;
+  $("model-detail").textContent = `${opt.dataset.detail} · ` + interpolate(gettext("traces up to %(n)s tokens"), { n: opt.dataset.limit }, true);
   location.assign(pageUrl());
 });
 
@@ -248,7 +250,7 @@ async function loadTrace(key, url) {
     let t = cache.get(key);
     if (!t) {
       const response = await fetch(url, { credentials: "same-origin" });
-      if (!response.ok) throw new Error(`the trace could not be fetched (HTTP ${response.status})`);
+      if (!response.ok) throw new Error(interpolate(gettext("the trace could not be fetched (HTTP %(status)s)"), { status: response.status }, true));
       t = parseTrace(await response.arrayBuffer());
       cache.set(key, t);
       if (cache.size > 16) cache.delete(cache.keys().next().value);

@@ -162,7 +162,7 @@ export class Heatmap {
     const { trace, state } = this, { i, j } = cell;
     const q = show(trace.tokens[i]), k = show(trace.tokens[j]);
     const parts = j > i
-      ? [strong(q), ` (${i}) cannot see `, strong(k), ` (${j}): it comes later (causal mask)`]
+      ? [strong(q), ` (${i}) ` + gettext("cannot see") + " ", strong(k), ` (${j}): ` + gettext("it comes later (causal mask)")]
       : [strong(q), ` (${i}) → `, strong(k), ` (${j}): `, strong(fmt(trace.weight(state.layer, state.head, i, j), 4))];
     showTip(this.tip, this.wrap, cell.x, cell.y, parts);
   }
@@ -287,8 +287,10 @@ export class ModelView {
       const hit = this.hit(e);
       if (!hit) { canvas.title = ""; return; }
       const t = this.trace, st = (n) => t.headStat(hit.l, hit.h, n).toFixed(2);
-      canvas.title = `layer ${hit.l} · head ${hit.h}\nprevious token ${st("previous")} · first token ${st("first")}` +
-        ` · itself ${st("self")}\nentropy ${st("entropy")} nats (uniform over all tokens: ${Math.log(t.T).toFixed(2)})`;
+      canvas.title = interpolate(gettext("layer %(l)s · head %(h)s\nprevious token %(previous)s · first token %(first)s · " +
+        "itself %(self)s\nentropy %(entropy)s nats (uniform over all tokens: %(uniform)s)"), { l: hit.l, h: hit.h,
+        previous: st("previous"), first: st("first"), self: st("self"), entropy: st("entropy"),
+        uniform: Math.log(t.T).toFixed(2) }, true);
       canvas.style.cursor = "pointer";
     });
   }
@@ -423,9 +425,10 @@ export class Probabilities {
     const sorted = Array.from(this.p).sort((a, b) => b - a);
     let acc = 0, n90 = 0;
     while (acc < 0.9 && n90 < sorted.length) acc += sorted[n90++];
-    this.summary.textContent = `At temperature ${tau.toFixed(2)}: entropy ${ent.toFixed(2)} nats; ` +
-      `${n90.toLocaleString()} of ${trace.V.toLocaleString()} tokens hold 90% of the probability (what top-p 0.9 would ` +
-      `sample from). Lower temperature sharpens the distribution, higher flattens it.`;
+    this.summary.textContent = interpolate(gettext("At temperature %(tau)s: entropy %(entropy)s nats; %(n)s of %(V)s " +
+      "tokens hold 90% of the probability (what top-p 0.9 would sample from). Lower temperature sharpens the " +
+      "distribution, higher flattens it."), { tau: tau.toFixed(2), entropy: ent.toFixed(2), n: n90.toLocaleString(),
+      V: trace.V.toLocaleString() }, true);
   }
 
   sample() {

@@ -28,12 +28,12 @@ function code(text) {
 }
 
 export const STEPS = [
-  { key: "embedding", title: "Embedding" },
-  { key: "attention", title: "Attention" },
+  { key: "embedding", title: gettext("Embedding") },
+  { key: "attention", title: gettext("Attention") },
   { key: "mlp", title: "MLP" },
-  { key: "residual", title: "Residual stream" },
-  { key: "logits", title: "Logits" },
-  { key: "probabilities", title: "Probabilities" },
+  { key: "residual", title: gettext("Residual stream") },
+  { key: "logits", title: gettext("Logits") },
+  { key: "probabilities", title: gettext("Probabilities") },
 ];
 
 // the body of step `key` for the trace and the page's state (layer, head, followed token, temperature)

@@ -98,10 +98,10 @@ export class LossChart {
       ],
       series: [
         { label: mode() },
-        { label: "train (every step)", stroke: t.accent + "40", width: 1, points: { show: false } },
-        { label: "train (smoothed)", stroke: t.accent, width: 2, points: { show: false } },
-        { label: "val (eval)", stroke: PALETTE[1], width: 2, spanGaps: true, points: { show: true, size: 6, fill: PALETTE[1] } },
-        { label: "train (eval)", stroke: t.accent, width: 1, dash: [4, 4], spanGaps: true, points: { show: true, size: 4 } },
+        { label: gettext("train (every step)"), stroke: t.accent + "40", width: 1, points: { show: false } },
+        { label: gettext("train (smoothed)"), stroke: t.accent, width: 2, points: { show: false } },
+        { label: gettext("val (eval)"), stroke: PALETTE[1], width: 2, spanGaps: true, points: { show: true, size: 6, fill: PALETTE[1] } },
+        { label: gettext("train (eval)"), stroke: t.accent, width: 1, dash: [4, 4], spanGaps: true, points: { show: true, size: 4 } },
       ],
       hooks: {
         ...legendHooks(),
@@ -177,8 +177,8 @@ export class OptChart {
       ],
       series: [
         { label: mode() },
-        { label: "learning rate", scale: "lr", stroke: PALETTE[2], width: 2, points: { show: false } },
-        { label: "grad norm", scale: "g", stroke: PALETTE[4] + "b0", width: 1, points: { show: false } },
+        { label: gettext("learning rate"), scale: "lr", stroke: PALETTE[2], width: 2, points: { show: false } },
+        { label: gettext("grad norm"), scale: "g", stroke: PALETTE[4] + "b0", width: 1, points: { show: false } },
       ],
       hooks: legendHooks(),
     }, this.data(), this.el);

@@ -51,11 +51,11 @@ const since = () => socket.send({ type: "since", step: last(state.steps), eval: 
 
 const socket = openSocket(root.dataset.ws, {
   baseMs: 500,
-  onOpen: () => { setConnection("live", "ok"); since(); },
+  onOpen: () => { setConnection(gettext("live"), "ok"); since(); },
   onMessage: handle,
   onClose: e => {
-    if (e.code >= 4400 && e.code < 4500) { setConnection("not allowed to watch this run", "bad"); return false; }
-    setConnection("disconnected — reconnecting…", "bad");
+    if (e.code >= 4400 && e.code < 4500) { setConnection(gettext("not allowed to watch this run"), "bad"); return false; }
+    setConnection(gettext("disconnected — reconnecting…"), "bad");
   },
 });
 
@@ -121,10 +121,14 @@ function resync() {
   socket.send({ type: "since", step: -1, eval: -1, epoch: -1 });
 }
 
+// a run's status in the reader's language (gettext: the page loads Django's JavaScript catalogue)
+const STATUS_WORDS = { queued: gettext("queued"), preparing: gettext("preparing"), running: gettext("running"),
+                       succeeded: gettext("succeeded"), failed: gettext("failed"), cancelled: gettext("cancelled") };
+
 function statusChanged(status) {
   state.status = status;
   const badge = $("run-status");
-  if (badge) { badge.textContent = status; badge.className = `badge big status-${status}`; }
+  if (badge) { badge.textContent = STATUS_WORDS[status] ?? status; badge.className = `badge big status-${status}`; }
   $("preparing").hidden = status !== "preparing";
   if (status !== "queued") showQueue(null);
 }
@@ -139,8 +143,11 @@ function showQueue(q) {
   if (!el) return;
   if (!q || state.status !== "queued") { el.hidden = true; return; }
   el.hidden = false;
-  el.textContent = `Queued: #${q.position} in line${q.ahead ? ` (${q.ahead} ahead)` : ""} · ${q.training} training now · ` +
-    `${q.workers} train worker${q.workers === 1 ? "" : "s"} online${q.workers ? "" : " — start one with make run"}`;
+  el.textContent = interpolate(gettext("Queued: #%(position)s in line"), q, true) +
+    (q.ahead ? " " + interpolate(gettext("(%(ahead)s ahead)"), q, true) : "") + " · " +
+    interpolate(gettext("%(training)s training now"), q, true) + " · " +
+    interpolate(ngettext("%(workers)s train worker online", "%(workers)s train workers online", q.workers), q, true) +
+    (q.workers ? "" : " — " + gettext("start one with make run"));
 }
 
 // -- the side panel ---------------------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ function renderProgress() {
   const lastEval = state.evals.length ? state.evals[state.evals.length - 1] : null;
   $("stat-step").textContent = p.step ?? 0;
   $("progress-bar").style.width = `${Math.min(100, 100 * (p.step || 0) / (p.max_steps || chart.max_steps))}%`;
-  $("stat-eta").textContent = p.status === "running" && p.eta_seconds != null ? `· ${duration(p.eta_seconds)} left` : "";
+  $("stat-eta").textContent = p.status === "running" && p.eta_seconds != null ? "· " + interpolate(gettext("%(t)s left"), { t: duration(p.eta_seconds) }, true) : "";
   $("stat-loss").textContent = fmtLoss(latest.loss);
   const val = lastEval ? lastEval[EVAL.val_loss] : null;
   $("stat-val").textContent = fmtLoss(val);
@@ -180,7 +187,7 @@ function renderSamples() {
     const li = document.createElement("li");
     const head = document.createElement("span");
     head.className = "chip";
-    head.textContent = `step ${step}`;
+    head.textContent = interpolate(gettext("step %(step)s"), { step }, true);
     const pre = document.createElement("pre");
     pre.textContent = samples.get(step);   // text, never HTML
     li.append(head, pre);

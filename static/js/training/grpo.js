@@ -39,7 +39,7 @@ class SmallChart {
   build() {
     if (this.plot) this.plot.destroy();
     const t = theme();
-    const series = [{ label: "step" }];
+    const series = [{ label: gettext("step") }];
     for (const s of this.series) {
       series.push({ label: s.label, stroke: s.color + (s.smooth ? "55" : ""), width: 1, points: { show: false } });
       if (s.smooth) series.push({ label: `${s.label} (smoothed)`, stroke: s.color, width: 2, points: { show: false } });
@@ -58,13 +58,13 @@ class SmallChart {
 
 const charts = [
   new SmallChart($("reward-chart"), [
-    { label: "mean reward", value: E("reward"), color: PALETTE[0], smooth: true },
-    { label: "accuracy", value: E("accuracy"), color: PALETTE[2], smooth: true },
+    { label: gettext("mean reward"), value: E("reward"), color: PALETTE[0], smooth: true },
+    { label: gettext("accuracy"), value: E("accuracy"), color: PALETTE[2], smooth: true },
   ], { height: 260 }),
-  new SmallChart($("std-chart"), [{ label: "reward std", value: E("reward_std"), color: PALETTE[1], smooth: true }]),
-  new SmallChart($("length-chart"), [{ label: "tokens", value: E("response_len"), color: PALETTE[4], smooth: true }]),
+  new SmallChart($("std-chart"), [{ label: gettext("reward std"), value: E("reward_std"), color: PALETTE[1], smooth: true }]),
+  new SmallChart($("length-chart"), [{ label: gettext("tokens"), value: E("response_len"), color: PALETTE[4], smooth: true }]),
   new SmallChart($("kl-chart"), [{ label: "KL", value: E("kl"), color: PALETTE[3], smooth: true }]),
-  new SmallChart($("entropy-chart"), [{ label: "entropy", value: E("entropy"), color: PALETTE[5], smooth: true }]),
+  new SmallChart($("entropy-chart"), [{ label: gettext("entropy"), value: E("entropy"), color: PALETTE[5], smooth: true }]),
 ];
 
 $("smoothing").addEventListener("input", e => {
@@ -89,20 +89,6 @@ function renderProgress(p) {
   if (l.truncated != null) $("stat-truncated").textContent = l.truncated;
   if (l.sample_tokens_per_s != null) $("stat-tps").textContent = si(l.sample_tokens_per_s);
   if (l.ms != null) $("stat-ms").textContent = Math.round(l.ms);
-  if (l.heldout) renderHeldout(l.heldout);
-}
-
-function pct(v) { return v == null ? "—" : `${(100 * v).toFixed(1)}%`; }
-function renderHeldout(h) {
-  for (const which of ["before", "after"]) {
-    const e = h[which];
-    const tr = document.querySelector(`#grpo-heldout tr[data-which="${which}"]`);
-    if (!e || !tr) continue;
-    const td = tr.querySelectorAll("td");
-    td[0].textContent = pct(e.pass1);
-    td[1].textContent = `${pct(e.pass1_low)} – ${pct(e.pass1_high)}`;
-    td[2].textContent = `${pct(e.passk)} (k=${e.k})`;
-  }
 }
 
 // the answers panel is drawn by its template: fetch it again (at most every 2 s) when a step's groups arrive
@@ -121,11 +107,11 @@ function refreshPanel() {
 const since = () => socket.send({ type: "since", step: rows.length ? rows[rows.length - 1][0] : -1, eval: -1, epoch });
 const socket = openSocket(root.dataset.ws, {
   baseMs: 500,
-  onOpen: () => { setConnection("live"); since(); },
+  onOpen: () => { setConnection(gettext("live")); since(); },
   onMessage: handle,
   onClose: e => {
-    if (e.code >= 4400 && e.code < 4500) { setConnection("not allowed to watch this run"); return false; }
-    setConnection("disconnected — reconnecting…");
+    if (e.code >= 4400 && e.code < 4500) { setConnection(gettext("not allowed to watch this run")); return false; }
+    setConnection(gettext("disconnected — reconnecting…"));
   },
 });
 
@@ -149,9 +135,6 @@ function handle(m) {
       break;
     case "rollout":
       refreshRollouts();
-      break;
-    case "heldout":
-      renderHeldout(m.heldout);
       break;
     case "status":
     case "checkpoint":

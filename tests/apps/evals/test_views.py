@@ -9,28 +9,13 @@ from django.urls import reverse
 
 from apps.evals.models import Evaluation
 from apps.registry.models import Model
-from apps.system import files
 from config.asgi import application
+from tests.apps.evals.factories import finished
 from tests.conftest import run_async
 
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-def finished(model, *, score, low, high, task_key="generate:benchmark:arithmetic-2:held_out", dataset="Arithmetic",
-             method="generate", answers=None, owner=None, n=100):
-    e = Evaluation.objects.create(
-        model=model, owner=owner, method=method, benchmark="arithmetic-2", dataset=dataset, task_key=task_key,
-        split="held_out", n=n, status=Evaluation.Status.SUCCEEDED, progress=1.0,
-        results={"metric": "loss" if method == "loss" else "pass@1", "score": score, "low": low, "high": high, "n": n,
-                 "metrics": {}})
-    if answers is not None:
-        path = files.artifact_path("evals", e.pk, "answers.json")
-        files.write_json(path, {"answers": answers})
-        e.answers_path = files.artifact_relative(path)
-        e.save()
-    return e
 
 
 def test_the_model_page_shows_results_with_their_interval(client, tiny):

@@ -15,8 +15,9 @@ from html.parser import HTMLParser
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils import translation
 
-from tests.apps.registry.factories import make_model
+from tests.every_page import PAGES, every_page_rows
 from tests.data_fixtures import builtins, staff, user  # noqa: F401 (fixtures)
 
 ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-hans"}
@@ -25,13 +26,16 @@ ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-hans"}
 NAMES = ["LLM Lab", "SmolLM2-135M-Instruct", "SmolLM2-135M", "SmolLM2", "GPT-2", "GPT-4", "gpt2", "cl100k_base",
          "o200k_base", "p50k_base", "r50k_base", "BPE", "JSON", "JSONL", "API", "GGUF", "Hugging Face", "LM Arena",
          "Bradley–Terry", "Elo", "Llama", "safetensors", "tiktoken", "minbpe", "nanoGPT", "UTF-8", "Top-p", "Top-k",
-         "Min-p", "MLP", "Jinja", "pickle", "float32", "uint16", "sha256", "OpenAI", "Ctrl+Enter", "Tiny"]
+         "Min-p", "MLP", "Jinja", "Group Relative Policy Optimization", "pickle", "float32", "uint16", "sha256", "OpenAI", "Ctrl+Enter", "Tiny"]
 
 # Known English left on translated pages, each with the reason; the later pass empties this list.
 PENDING = [
     # the playground's token tooltips are built in apps/tokenization/analysis.py, which is being split into modules
     # (websplit): translate them there once the split has landed
     "each a piece of its",
+    # why a sweep has no fit yet: the sentence is built in workers/gpt/scaling.py (sweep_fit), a torch-free library
+    # that imports nothing from Django; the app should map its problem codes to translated sentences
+    "the power laws need", "budgets with a fitted valley",
 ]
 
 SKIP_TAGS = {"script", "style", "code", "pre", "textarea"}
@@ -95,47 +99,40 @@ def test_the_heuristic_finds_english_and_spares_code_names_and_marked_data():
     assert english_sentences(page) == ["<p> 'Hello there, reader'", "<input placeholder> 'type it here'"]
 
 
+STAFF_ONLY = ("model-import",)
+
+
 @pytest.fixture
-def pages(db, builtins, tmp_path, staff):  # noqa: F811
-    """Each translated page: (url, user to sign in or None). A published model makes Generate and the model pages
-    render in full."""
-    model = make_model(tmp_path, name="Tiny")
-    return [
-        (reverse("tokenization:playground"), None),
-        (reverse("tokenization:library"), None),
-        (reverse("tokenization:library"), staff),  # the train and char forms, with their labels and help
-        (reverse("tokenization:detail", args=["gpt2"]), None),
-        (reverse("tokenization:merges", args=["gpt2"]) + "?n=40&text=Hello+world", None),
-        (reverse("tokenization:vocab", args=["gpt2"]) + "?q=ing", None),
-        (reverse("inference:generate"), None),
-        (reverse("inference:api"), None),
-        (reverse("inference:api"), staff),  # the token form and table
-        (reverse("registry:list"), None),
-        (reverse("registry:detail", args=[model.slug]), staff),
-        (reverse("registry:import"), staff),
-        (reverse("arena:page"), None),
-        (reverse("arena:page"), staff),
-        (reverse("arena:leaderboard"), None),
-        (reverse("system:login"), None),
-        (reverse("system:signup"), None),
-    ]
+def pages(db, builtins, tmp_path, user, staff):  # noqa: F811
+    """Every page (tests/every_page.py), with data present: (name, url, user to sign in or None). Signed in as the
+    owner of the rows; the pages that read differently to a visitor or to staff are visited that way too."""
+    with translation.override("zh-hans"):  # a reader of Chinese made them: names and notes made for them in Chinese
+        rows = every_page_rows(user, tmp_path)
+    signed_in = [(name, url(rows), user) for name, url in PAGES.items() if name not in STAFF_ONLY + ("login", "signup")]
+    visitor = [(name, PAGES[name](rows), None) for name in
+               ("login", "signup", "home", "tokenizers", "generate", "generate-api", "models", "model-detail", "arena", "training",
+                "data", "explorer", "arena-leaderboard")]
+    as_staff = [(name, PAGES[name](rows), staff) for name in ("tokenizers-library", "model-detail") + STAFF_ONLY]
+    return signed_in + visitor + as_staff
 
 
-def test_every_translated_page_reads_in_chinese(client, pages):
+def test_every_page_reads_in_chinese(client, pages):
     failures = {}
-    for url, who in pages:
+    for name, url, who in pages:
         client.logout()
         if who is not None:
             client.force_login(who)
         response = client.get(url, **ZH)
-        assert response.status_code == 200, url
+        if response.status_code != 200:
+            failures[f"{name} {url} as {who or 'visitor'}"] = response.status_code
+            continue
         assert response.headers["Content-Language"] == "zh-hans", url
         html = response.content.decode()
         assert '<html lang="zh-hans">' in html, url  # so the browser picks Chinese glyphs and hyphenation
         assert "简体中文" in html and 'aria-pressed="true"' in html, url  # the switch shows Chinese as chosen
         if problems := english_sentences(html):
-            failures[f"{url} as {who or 'visitor'}"] = problems
-    assert not failures, failures
+            failures[f"{name} {url} as {who or 'visitor'}"] = problems
+    assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
 
 
 def test_the_playground_with_text_explains_tokens_in_chinese(client, builtins):  # noqa: F811

@@ -177,7 +177,7 @@ def test_the_new_run_page_shows_presets_and_their_estimates(client, user, bundle
     client.force_login(user)
     html = client.get("/training/new/?preset=shakespeare-char-baby").content.decode()
     for preset in PRESETS.values():
-        assert preset.label in html
+        assert str(preset.label) in html
     assert 'class="preset active" href="?preset=shakespeare-char-baby"' in html
     assert 'name="n_embd" value="384"' in html and 'data-estimate="params"' in html
     assert "10.7 M" in html  # nanoGPT's baby GPT: 10.65M parameters
