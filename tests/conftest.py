@@ -49,6 +49,42 @@ def redis_clean(redis_url):
     yield redis_url
 
 
+class Redis:
+    """A private redis-server that a test can kill and bring back on the same port (without its data, as a crashed
+    server with no persistence comes back)."""
+
+    def __init__(self, data_dir):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = redis_server_start(port=self.port, data_dir=self.data_dir, persist=False,
+                                       stdout=subprocess.DEVNULL)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def restart(self, down_seconds: float = 1.0):
+        self.kill()
+        time.sleep(down_seconds)
+        self.start()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.kill()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = Redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
 def database_url() -> str:
     """DATABASE_URL of the test database, for processes the tests start."""
     from django.db import connection
@@ -86,10 +122,10 @@ class Processes:
         cmd[cmd.index("-n") + 1] = name
         return self.start(name.replace("@", "-"), cmd)
 
-    def asgi_server(self) -> str:
+    def asgi_server(self, **env) -> str:
         port = free_port()
         daphne = str(Path(sys.executable).parent / "daphne")
-        proc = self.start("daphne", [daphne, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
+        proc = self.start("daphne", [daphne, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], **env)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url), timeout=20, what=f"the ASGI server at {url}", proc=proc)
         return url

@@ -6,7 +6,6 @@ its data, as a crashed server with no persistence comes back) and points the wor
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,45 +13,15 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from apps.system.redisconn import free_port, redis_server_start
+from apps.system.redisconn import free_port
 from apps.training.models import Metric, Run
 from tests.conftest import wait_for
 from tests.training_fixtures import make_run, train_worker
 from tests.training_fixtures import char_tok, encoded  # noqa: F401  (fixtures)
-from tests.data_fixtures import builtins, bundled, tiny_corpus, user  # noqa: F401  (fixtures)
+from tests.data_fixtures import builtins, bundled, no_enqueue, tiny_corpus, user  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 ROOT_BIN = Path(sys.executable).parent
-
-
-class Redis:
-    """A private redis-server that a test can kill and bring back on the same port."""
-
-    def __init__(self, data_dir):
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = redis_server_start(port=self.port, data_dir=self.data_dir, persist=False,
-                                       stdout=subprocess.DEVNULL)
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.kill()
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = Redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def test_a_run_survives_redis_dying_mid_run_and_every_step_is_recorded_once(
@@ -318,3 +287,78 @@ def test_a_shard_encoding_job_finishes_when_redis_restarts_under_it(processes, p
                     and s, timeout=180, what="the job to end after Redis came back", proc=worker)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert worker.poll() is None, "the worker is still there, reconnected"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# open pages after a Redis restart: their sockets are joined to their groups again and told what they missed
+
+@pytest.fixture
+def layer_on_private_redis(private_redis):
+    """This process's channel layer (the consumers under WebsocketCommunicator use it) pointed at the private Redis."""
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    hosts = config["hosts"]
+    config["hosts"] = [private_redis.url]
+    channel_layers.backends.clear()
+    yield private_redis
+    config["hosts"] = hosts
+    channel_layers.backends.clear()
+
+
+def test_a_run_dashboards_socket_is_asked_to_catch_up_and_hears_the_run_again_after_a_redis_restart(
+        layer_on_private_redis, user, tiny_corpus, char_tok):
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from apps.training import realtime
+    from tests.apps.training.test_consumer import connect, receive
+
+    run = make_run(user, tiny_corpus, char_tok, enqueue=False)
+
+    async def scenario():
+        ws, connected, _ = await connect(run, user)
+        assert connected
+        await ws.send_json_to({"type": "since", "step": -1, "eval": -1, "epoch": -1})
+        await receive(ws, "history")
+        await asyncio.get_running_loop().run_in_executor(None, layer_on_private_redis.restart)
+        await receive(ws, "resync", timeout=15)  # the page then sends "since" and gets what was lost (from the DB)
+        event = realtime.status_event(run.pk, status="running", reason="", step=3, entry=None)
+        await get_channel_layer().group_send(realtime.run_group(run.pk), event)
+        assert (await receive(ws, "status"))["step"] == 3, "the socket is in the run's group again"
+        await ws.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_shard_job_that_ended_while_redis_was_down_shows_how_it_ended_on_the_open_corpus_page(
+        layer_on_private_redis, tiny_corpus, builtins, no_enqueue):
+    import asyncio
+
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from apps.corpora import services as corpora_services
+    from config.asgi import application
+
+    shards = corpora_services.shards_ensure(corpus_id=tiny_corpus.id, tokenizer_id=builtins["gpt2"].id,
+                                            user=tiny_corpus.owner)
+    corpora_services.shards_mark_running(shards_id=shards.id)
+
+    async def scenario():
+        ws = WebsocketCommunicator(application, f"/ws/corpora/corpus/{tiny_corpus.id}/",
+                                   headers=[(b"origin", b"http://localhost:8000")])
+        ws.scope["user"] = tiny_corpus.owner
+        assert (await ws.connect())[0]
+        assert 'data-status="running"' in await ws.receive_from(timeout=3)
+        layer_on_private_redis.kill()
+        # the job ends while Redis is away: its state event is lost
+        await database_sync_to_async(corpora_services.shards_mark_failed)(shards_id=shards.id, error="disk full")
+        layer_on_private_redis.start()
+        row = await ws.receive_from(timeout=15)
+        assert f'id="shards-{shards.id}"' in row and 'data-status="failed"' in row and "disk full" in row
+        await ws.disconnect()
+
+    asyncio.run(scenario())

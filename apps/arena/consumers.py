@@ -1,15 +1,15 @@
 import json
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.arena import selectors, services
 from apps.inference import realtime
+from apps.system.consumers import LabConsumer
 
 STATE_FIELDS = ("status", "stop_reason", "n_tokens", "text", "error")  # never "model": names stay hidden
 
 
-class BattleConsumer(AsyncWebsocketConsumer):
+class BattleConsumer(LabConsumer):
     """ws/arena/battles/<uid>/: both answers of one battle, side by side. Only the battle's owner may listen.
 
     On connect it joins the two generations' groups (apps/inference/realtime.py), sends each side as stored
@@ -36,9 +36,7 @@ class BattleConsumer(AsyncWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        view = await database_sync_to_async(selectors.battle_view)(battle)
-        for side in ("a", "b"):
-            await self.send_json({"type": "side", "side": side, **{k: view[side][k] for k in STATE_FIELDS}})
+        view = await self.send_sides(battle)
         self.started_here = await database_sync_to_async(services.battle_start)(battle=battle)
         self.finished: set[str] = {s for s in ("a", "b") if view[s]["finished"]}
 
@@ -67,6 +65,19 @@ class BattleConsumer(AsyncWebsocketConsumer):
         if event["status"] in realtime.FINISHED:
             self.finished.add(side)
         await self.send_json({"type": "state", "side": side, **{k: event[k] for k in STATE_FIELDS if k in event}})
+
+    async def rejoined(self):
+        # Redis came back without its data: tokens published meanwhile are lost, so each side is sent as stored
+        battle = await database_sync_to_async(selectors.battle_get)(uid=self.scope["url_route"]["kwargs"]["uid"],
+                                                                     user=self.scope.get("user"))
+        if battle is not None:
+            await self.send_sides(battle)
+
+    async def send_sides(self, battle) -> dict:
+        view = await database_sync_to_async(selectors.battle_view)(battle)
+        for side in ("a", "b"):
+            await self.send_json({"type": "side", "side": side, **{k: view[side][k] for k in STATE_FIELDS}})
+        return view
 
     async def send_json(self, data: dict):
         await self.send(text_data=json.dumps(data))

@@ -1,20 +1,21 @@
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from apps.corpora import realtime, selectors
 from apps.corpora.models import Corpus
+from apps.system.consumers import LabConsumer
 
 
-class CorpusConsumer(AsyncWebsocketConsumer):
+class CorpusConsumer(LabConsumer):
     """ws/corpora/corpus/<id>/: the corpus's token-shard jobs, each row an htmx out-of-band fragment (#shards-<id>).
 
     Only someone who may see the corpus joins its group. On connect every job still under way is sent, so a page
-    opened (or reconnected) mid-job shows where it is now; then every event re-renders its row."""
+    opened (or reconnected) mid-job shows where it is now; then every event re-renders its row. After Redis restarted
+    (its events meanwhile lost) every row is sent again, so a job that ended in the outage shows how it ended."""
 
     async def connect(self):
         self.corpus_id = int(self.scope["url_route"]["kwargs"]["corpus_id"])
-        active = await database_sync_to_async(self._visible_active_shards)()
+        active = await database_sync_to_async(self._visible_shards)(active_only=True)
         if active is None:
             await self.close(code=4404)
             return
@@ -24,11 +25,12 @@ class CorpusConsumer(AsyncWebsocketConsumer):
         for shards in active:
             await self.send_row(shards)
 
-    def _visible_active_shards(self):
+    def _visible_shards(self, *, active_only: bool):
         corpus = Corpus.objects.visible_to(self.scope.get("user")).filter(id=self.corpus_id).first()
         if corpus is None:
             return None
-        return [selectors.shards_view(s) for s in selectors.shards_list(corpus=corpus) if s.status in ("queued", "running")]
+        return [selectors.shards_view(s) for s in selectors.shards_list(corpus=corpus)
+                if not active_only or s.status in ("queued", "running")]
 
     async def disconnect(self, code):
         if group := getattr(self, "group", None):
@@ -36,6 +38,11 @@ class CorpusConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         pass  # this socket only sends
+
+    async def rejoined(self):
+        # Redis came back without its data: a job may have moved on, or ended, while its events were lost
+        for shards in await database_sync_to_async(self._visible_shards)(active_only=False) or []:
+            await self.send_row(shards)
 
     async def corpora_shards_progress(self, event):
         await self.send_row(event["shards"])

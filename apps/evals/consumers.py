@@ -1,13 +1,13 @@
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from apps.evals import realtime, selectors
 from apps.evals.models import Evaluation
 from apps.registry.models import Model
+from apps.system.consumers import LabConsumer
 
 
-class _EvalsConsumer(AsyncWebsocketConsumer):
+class _EvalsConsumer(LabConsumer):
     """Sends each event as an htmx out-of-band fragment. Only someone who may see the model joins (a published
     model's evaluations are everyone's to watch); on connect the jobs still under way are sent, so a page opened
     mid-job shows where it is now."""

@@ -1,15 +1,15 @@
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from apps.explorer import realtime, selectors
 from apps.explorer.models import Trace
 from apps.explorer.selectors import ExplorerError
+from apps.system.consumers import LabConsumer
 
 NOT_FOUND = 4404  # close code: no such trace, or its model is not the user's
 
 
-class TraceConsumer(AsyncWebsocketConsumer):
+class TraceConsumer(LabConsumer):
     """ws/explorer/traces/<key>/: tells a page how its trace is doing, as the #trace-status fragment (htmx swaps it
     out of band), until the trace is ready or failed; then it closes.
 
@@ -34,6 +34,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         notice = "This socket only sends a trace's progress; messages to it are ignored."
         await self.send(text_data=render_to_string("explorer/_explorer-notice.html", {"message": notice}))
+
+    async def rejoined(self):
+        await self.send_status()  # the trace may have finished while Redis was away
 
     async def explorer_status(self, event):
         await self.send_status(phase=event.get("phase", ""))

@@ -4,11 +4,11 @@ import logging
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.inference import realtime, selectors, services
-from apps.inference.openai import text_check
 from apps.inference.models import Generation
+from apps.inference.openai import text_check
+from apps.system.consumers import LabConsumer
 from apps.system.limits import client_address
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ MAX_MESSAGE_BYTES = 256 * 1024  # a prompt of INFERENCE_MAX_PROMPT_CHARS fits; a
 MAX_RUNNING = 4  # generations one page may have running at once (compare mode needs two)
 
 
-class GenerateConsumer(AsyncWebsocketConsumer):
+class GenerateConsumer(LabConsumer):
     """ws/inference/: the Generate page's socket. Open to everyone, like generation on published models (anonymous
     visitors are rate-limited by address); which models a user may use is checked per request.
 

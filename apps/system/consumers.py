@@ -11,7 +11,20 @@ TICK_SECONDS = 1.0  # heartbeat ages on the page advance this often, and a silen
 FORGET_AFTER_SECONDS = 300  # a gone worker disappears from the list after this long
 
 
-class SystemConsumer(AsyncWebsocketConsumer):
+class LabConsumer(AsyncWebsocketConsumer):
+    """The base of every websocket consumer here: a Redis that restarted without its data forgot the groups, and
+    the channel layer (config/channel_layer.py) joins this socket to them again, then says so with a
+    "layer.rejoined" message. Events published while Redis was away are lost, so a consumer whose page would show
+    a gap overrides `rejoined()` to send what the page may have missed (from the database, the source of truth)."""
+
+    async def layer_rejoined(self, event):
+        await self.rejoined()
+
+    async def rejoined(self):
+        pass  # nothing to repair: the next event (a heartbeat, a tick) brings the page up to date
+
+
+class SystemConsumer(LabConsumer):
     """ws/system/: pushes the workers table and the health panel as htmx out-of-band fragments.
 
     Open to everyone, like the System page itself. It only sends: the page never needs to say anything.

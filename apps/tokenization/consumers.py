@@ -1,12 +1,12 @@
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from apps.system.consumers import LabConsumer
 from apps.tokenization import realtime, selectors
 from apps.tokenization.models import Tokenizer
 
 
-class TokenizerConsumer(AsyncWebsocketConsumer):
+class TokenizerConsumer(LabConsumer):
     """ws/tokenization/tokenizer/<id>/: a training job's progress as an htmx out-of-band fragment (#training).
 
     Only someone who may see the tokenizer joins its group; the current state is sent on connect, so a page opened
@@ -33,6 +33,10 @@ class TokenizerConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         pass  # this socket only sends
+
+    async def rejoined(self):
+        if view := await database_sync_to_async(self._visible_view)():
+            await self.send_state(view)  # the state now: events published while Redis was away are lost
 
     async def tokenization_training_progress(self, event):
         await self.send_state(event["tokenizer"])

@@ -1,15 +1,15 @@
 import json
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
+from apps.system.consumers import LabConsumer
 from apps.training import realtime, selectors
 from apps.training.models import Run
 
 MAX_MESSAGE_BYTES = 1024  # the page only ever says {"type": "since", ...}
 
 
-class RunConsumer(AsyncWebsocketConsumer):
+class RunConsumer(LabConsumer):
     """ws/training/runs/<id>/: one run's dashboard, for its owner (and staff).
 
     Forwards the worker's events as JSON ({"type": "metrics" | "sample" | "status" | "checkpoint" | "rewind" |
@@ -52,6 +52,11 @@ class RunConsumer(AsyncWebsocketConsumer):
             return
         history = await database_sync_to_async(self.backfill)(step, eval_step, epoch)
         await self.send_json(history)
+
+    async def rejoined(self):
+        # Redis came back without its data: what the worker published meanwhile is lost, so the page is asked to
+        # send "since" again, as after a reconnection, and gets the missing rows from the database
+        await self.send_json({"type": "resync"})
 
     # -- events from the worker, named after their types ---------------------------------------------------------
 
@@ -115,7 +120,7 @@ def _int(value, name: str) -> int:
     return value
 
 
-class SweepConsumer(AsyncWebsocketConsumer):
+class SweepConsumer(LabConsumer):
     """ws/training/sweeps/<id>/: a sweep's page, for its owner (and staff). Forwards {"type": "sweep", "run",
     "status"} whenever one of its runs changes status; the page then fetches the refitted results over HTTP (a
     dropped message costs only a late redraw: the next one, or a reload, catches up). It takes no messages."""
@@ -137,8 +142,14 @@ class SweepConsumer(AsyncWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def rejoined(self):
+        await self.send_json({"type": "sweep"})  # a run may have finished while Redis was away: refit
+
+    async def send_json(self, data):
+        await self.send(text_data=json.dumps(data, separators=(",", ":")))
+
     async def training_sweep(self, event):
-        await self.send(text_data=json.dumps({**event, "type": "sweep"}, separators=(",", ":")))
+        await self.send_json({**event, "type": "sweep"})
 
     def may_view(self, user) -> bool:
         from apps.training.sweeps import SweepNotFound, sweep_get

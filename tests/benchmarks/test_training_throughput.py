@@ -64,9 +64,10 @@ print(json.dumps(ends))
 """
 
 
-def preset_configs(user) -> tuple[dict, dict]:
+def preset_configs(user, steps: int = STEPS) -> tuple[dict, dict]:
+    """The CPU preset's shapes over `steps` steps, evaluated only at the first and the last (outside the window)."""
     initial = RunForm.initial_for(preset_key="shakespeare-char-cpu", user=user)
-    initial |= {"max_steps": STEPS, "eval_interval": STEPS, "checkpoint_interval": 0, "eval_iters": 5}
+    initial |= {"max_steps": steps, "eval_interval": steps, "checkpoint_interval": 0, "eval_iters": 5}
     form = RunForm({k: v for k, v in initial.items() if v is not None and v is not False}, user=user)
     assert form.is_valid(), form.errors
     return form.configs()

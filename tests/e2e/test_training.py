@@ -1,6 +1,7 @@
 """The training pages in Chromium: a run submitted from the browser trains on a real worker while its curve draws;
-impossible settings are refused live; the chart's arithmetic (merging by step, spike-keeping downsampling,
-smoothing) checked in the browser's own JavaScript engine."""
+the dashboard recovers from a Redis restart with every step once; impossible settings are refused live; the chart's
+arithmetic (merging by step, spike-keeping downsampling, smoothing) and the redraw batching checked in the browser's
+own JavaScript engine; the GRPO dashboard's history, live steps and legends."""
 
 import re
 
@@ -10,6 +11,7 @@ from playwright.sync_api import expect
 from apps.training.models import Run
 from tests.data_fixtures import *  # noqa: F401,F403
 from tests.training_fixtures import *  # noqa: F401,F403
+from tests.grpo_fixtures import arithmetic_set, tiny_model  # noqa: F401  (fixtures)
 from tests.training_fixtures import train_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_clean")]
@@ -54,6 +56,10 @@ def test_a_run_submitted_from_the_browser_trains_while_its_curve_draws(page, pro
     expect(page.locator("#samples li")).to_have_count(4)  # steps 0, 50, 100, 150
     expect(page.locator("#run-checkpoints tbody tr")).not_to_have_count(0)
     expect(page.locator("#run-head .reason.ok")).to_contain_text("Finished 150 steps")
+    # the legends show the latest values until hovered, not uPlot's "--"
+    for chart in ("#loss-chart", "#opt-chart"):
+        values = page.locator(f"{chart} .u-legend .u-series:not(:first-child) .u-value").all_text_contents()
+        assert values and "--" not in values[:2], (chart, values)
     page.locator("#x-axis").select_option("tokens")
     page.locator("#log-scale").check()
     assert int(page.locator("#loss-chart").get_attribute("data-points")) == 151
@@ -61,6 +67,44 @@ def test_a_run_submitted_from_the_browser_trains_while_its_curve_draws(page, pro
     assert not errors, errors
     run = Run.objects.get(name="browser run")
     assert run.status == "succeeded" and run.metrics.count() == 150
+
+
+def test_the_dashboard_recovers_from_a_redis_restart_mid_run_with_every_step_once(page, processes, private_redis, user,
+                                                                                  tiny_corpus, char_tok, encoded):
+    """Redis killed and started again without its data while the page watches: the socket stays open, the server
+    joins it to the run's group again and asks the page to catch up, and the chart ends with every step exactly
+    once — the ones published while Redis was down come from the database."""
+
+    from apps.system.management.commands.lab import worker_command
+    from apps.training.models import Metric
+    from tests.conftest import wait_for
+    from tests.training_fixtures import make_run
+
+    env = {"LAB_TEST_REDIS_URL": private_redis.url}
+    url = processes.asgi_server(**env)
+    cmd = worker_command("train")
+    cmd[cmd.index("-n") + 1] = "train@watched"
+    # queued with no message on the private Redis: the worker's stranded-run sweep enqueues it after 2 s
+    worker = processes.start("train-watched", cmd, OMP_NUM_THREADS="1", TRAINING_STRANDED_SECONDS="2", **env)
+    run = make_run(user, tiny_corpus, char_tok, enqueue=False, max_steps=400, eval_interval=50,
+                   checkpoint_interval=50)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+    sign_in(page, url, user)
+    page.goto(f"{url}/training/runs/{run.pk}/")
+    expect(page.locator("#connection")).to_have_text("live")
+    wait_for(lambda: int(page.locator("#stat-step").text_content() or 0) > 40, timeout=120,
+             what="the page to show the run training a while", proc=worker, interval=0.1)
+    private_redis.restart(down_seconds=2)  # the steps trained meanwhile are published into the void
+    wait_for(lambda: Run.objects.get(pk=run.pk).status in ("succeeded", "failed"), timeout=180,
+             what="the run to finish", proc=worker)
+    assert Run.objects.get(pk=run.pk).status == "succeeded", Run.objects.get(pk=run.pk).reason
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#stat-step")).to_have_text("400")
+    expect(page.locator("#loss-chart")).to_have_attribute("data-points", "401")  # steps 1..400 and the step-0 eval
+    expect(page.locator("#connection")).to_have_text("live")
+    assert list(Metric.objects.filter(run=run).values_list("step", flat=True)) == list(range(1, 401))
+    assert not errors, errors
 
 
 def test_impossible_settings_are_refused_live_with_the_field_named(page, processes, user, tiny_corpus, char_tok):
@@ -106,3 +150,63 @@ def test_the_chart_arithmetic_in_the_browser(page, processes):
     assert result["ema"][3] is None and result["ema"] == pytest.approx([1, 1, 1, None, 1]), \
         "debiased: a constant stays constant, a missing value stays missing"
     assert result["raw"] == [1, 2, 3]
+
+
+def test_redraws_are_batched_a_few_a_second_and_wait_while_the_tab_is_hidden(page, processes):
+    url = processes.asgi_server()
+    page.goto(url + "/")
+    result = page.evaluate("""async () => {
+        const { redrawer } = await import('/static/js/system/redraw.js');
+        const sleep = ms => new Promise(r => setTimeout(r, ms));
+        let draws = 0;
+        const redraw = redrawer(() => { draws++; }, { everyMs: 250 });
+        const t0 = performance.now();
+        while (performance.now() - t0 < 1000) { redraw(); await sleep(5); }   // ~200 requests in a second
+        await sleep(300);
+        const visible = draws;
+        Object.defineProperty(document, "hidden", { value: true, configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+        await sleep(300);                     // let a frame already asked for run (it must not draw)
+        draws = 0;
+        for (let i = 0; i < 50; i++) { redraw(); await sleep(10); }
+        await sleep(400);
+        const hidden = draws;
+        Object.defineProperty(document, "hidden", { value: false, configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+        await sleep(400);
+        return { visible, hidden, shown: draws };
+    }""")
+    assert 3 <= result["visible"] <= 6, f"about 4 draws in a second of requests, got {result['visible']}"
+    assert result["hidden"] == 0, "nothing is drawn while the tab is hidden"
+    assert result["shown"] == 1, "one draw catches up when the tab is shown again"
+
+
+def test_a_grpo_dashboard_draws_its_history_then_live_steps_with_the_latest_values_in_its_legends(
+        page, processes, user, tiny_model, arithmetic_set, monkeypatch):
+    from apps.system.realtime import publish
+    from apps.training import grpo as grpo_app
+    from apps.training import realtime, services
+    from apps.training.models import Metric
+
+    monkeypatch.setattr(services, "enqueue_on_commit", lambda *args: None)
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set,
+                                   grpo_config=dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=8))
+    extra = {"reward": 0.5, "accuracy": 0.25, "reward_std": 0.1, "response_len": 6, "kl": 0.0, "entropy": 1.2}
+    Metric.objects.create(run=run, step=1, loss=0.1, lr=1e-5, grad_norm=1, ms=10, tokens_per_s=5, elapsed=1,
+                          extra=extra)
+    url = processes.asgi_server()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+    sign_in(page, url, user)
+    page.goto(f"{url}/training/runs/{run.pk}/")
+    expect(page.locator("#connection")).to_have_text("live")
+    legend = page.locator("#reward-chart .u-legend .u-series:not(:first-child) .u-value")
+    expect(legend.first).to_have_text("0.5")  # the latest value, not "--", before any hover
+    row = [2, 0.1, 1e-5, 1.0, 10.0, 5.0, None, 2.0, extra | {"reward": 0.75}]
+    publish(realtime.run_group(run.pk), realtime.metrics_event(
+        run.pk, steps=[row], evals=[], epoch=run.epoch,
+        progress={"step": 2, "max_steps": 3, "latest": {"reward": 0.75, "accuracy": 0.25}}))
+    expect(page.locator("#stat-step")).to_have_text("2")
+    expect(page.locator("#stat-reward")).to_have_text("0.750")
+    expect(legend.first).to_have_text("0.75")
+    assert not errors, errors

@@ -1,6 +1,9 @@
 // The arena's island: streams a battle's two answers into #battle and opens the vote once both are complete.
 // It talks to ws/arena/battles/<uid>/ (apps/arena/consumers.py), which forwards the inference workers' events per
-// side; htmx swaps #battle when a battle starts or a vote is cast, and this script follows the swap.
+// side; htmx swaps #battle when a battle starts or a vote is cast, and this script follows the swap. The socket is
+// system/socket.js's, so it reconnects; on every connection (and after a Redis restart) the server sends each side
+// as stored, which repairs whatever was missed.
+import { openSocket } from "../system/socket.js";
 
 let ws = null;
 let current = null; // the uid the socket is for
@@ -72,20 +75,22 @@ function follow() {
   current = uid;
   sides.a = {count: 0, gap: false, status: part("a", "status").dataset.status};
   sides.b = {count: 0, gap: false, status: part("b", "status").dataset.status};
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  ws = new WebSocket(scheme + location.host + battle.dataset.ws);
-  ws.addEventListener("message", (e) => {
-    const m = JSON.parse(e.data);
-    if (!sides[m.side] || !document.getElementById(`side-${m.side}`)) return;
-    if (m.type === "tokens") appendTokens(m);
-    else if (m.type === "side" || m.type === "state") showSide(m);
-    updateVote();
-  });
-  ws.addEventListener("close", (e) => {
-    if (e.code === 4401 || e.code === 4403) {
-      const note = document.getElementById("vote-note");
-      if (note) note.textContent = gettext("This battle is not yours to watch: sign in as its owner or start one.");
-    }
+  ws = openSocket(battle.dataset.ws, {
+    onMessage: (m) => {
+      if (!sides[m.side] || !document.getElementById(`side-${m.side}`)) return;
+      if (m.type === "tokens") appendTokens(m);
+      else if (m.type === "side" || m.type === "state") showSide(m);
+      updateVote();
+    },
+    onClose: (e) => {
+      if (e.code === 4401 || e.code === 4403) {
+        const note = document.getElementById("vote-note");
+        if (note) note.textContent = gettext("This battle is not yours to watch: sign in as its owner or start one.");
+        return false;
+      }
+      // both sides finished: nothing more will come, so no need to reconnect
+      return !["a", "b"].every((k) => FINISHED.includes(sides[k].status));
+    },
   });
 }
 

@@ -1,5 +1,6 @@
 // Loss and optimizer charts on uPlot (vendored, global `uPlot`). They read the rows they are given and redraw on
-// update(); all the arithmetic lives in series.js.
+// update(), which the page calls through system/redraw.js (a few times a second at most); all the arithmetic lives
+// in series.js.
 import { EVAL, STEP, ema, formatX, minMaxIndices, xOf } from "./series.js";
 
 const css = (name, fallback) =>
@@ -14,6 +15,18 @@ export function theme() {
 export function axis(t, extra = {}) {
   return { stroke: t.ink, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1 }, ...extra };
 }
+
+// uPlot's legend shows the values under the cursor, and "--" when the cursor is off the chart; legendHooks() show each
+// series' latest value there instead (the newest non-empty point), so the legend reads as a summary until hovered.
+export function latestLegend(u) {
+  if (u.cursor.idx != null || !u.data) return;  // hovering: uPlot shows the hovered point
+  const idxs = u.data.map(col => {
+    for (let i = col.length - 1; i >= 0; i--) if (col[i] != null) return i;
+    return null;
+  });
+  u.setLegend({ idxs });
+}
+export const legendHooks = () => ({ ready: [latestLegend], setData: [latestLegend], setCursor: [latestLegend] });
 
 // One chart point per step that has a train step and/or an evaluation (merged by step, so x always increases).
 export function lossTable(steps, evals, { mode, smoothing, chart, width }) {
@@ -91,6 +104,7 @@ export class LossChart {
         { label: gettext("train (eval)"), stroke: t.accent, width: 1, dash: [4, 4], spanGaps: true, points: { show: true, size: 4 } },
       ],
       hooks: {
+        ...legendHooks(),
         draw: [u => drawLines(u, lines, t)],
         setSelect: [u => { if (u.select.width > 0) this.zoomed = true; }],
       },
@@ -166,6 +180,7 @@ export class OptChart {
         { label: gettext("learning rate"), scale: "lr", stroke: PALETTE[2], width: 2, points: { show: false } },
         { label: gettext("grad norm"), scale: "g", stroke: PALETTE[4] + "b0", width: 1, points: { show: false } },
       ],
+      hooks: legendHooks(),
     }, this.data(), this.el);
   }
 

@@ -1,7 +1,13 @@
-// A run's live dashboard: the history the page was rendered with (from the database), then the run's websocket.
-// On every (re)connect the page asks for everything after its last step; rows are merged by step, so nothing is
-// missed and nothing doubled. Numbers beside the chart are filled here; the parts templates draw (header, actions,
+// A run's live dashboard: the history the page was rendered with (from the database), then the run's websocket
+// (system/socket.js, which reconnects). On every (re)connect — and when the server says Redis restarted under it
+// ("resync") — the page asks for everything after its last step; rows are merged by step, so nothing is missed and
+// nothing doubled. Numbers beside the chart are filled here; the parts templates draw (header, actions,
 // checkpoints, timeline) are fetched again through htmx when the run changes.
+//
+// Watching must not slow the run: messages only change the state, and charts, numbers and samples are drawn from it
+// at most four times a second, never while the tab is hidden (system/redraw.js).
+import { openSocket } from "../system/socket.js";
+import { redrawer } from "../system/redraw.js";
 import { LossChart, OptChart } from "./chart.js";
 import { EVAL, duration, mergeRows, si, truncateAfter } from "./series.js";
 
@@ -18,6 +24,7 @@ let progressAt = performance.now();
 
 const lossChart = new LossChart($("loss-chart"), chart, state);
 const optChart = new OptChart($("opt-chart"), chart, state);
+let samplesChanged = true;
 renderSamples();
 renderProgress();
 
@@ -31,33 +38,26 @@ $("smoothing").addEventListener("input", e => {
 });
 $("reset-zoom").addEventListener("click", () => lossChart.resetZoom());
 
-// -- redraws, at most once per frame --------------------------------------------------------------------------
-let pending = false;
-function redraw() {
-  if (pending) return;
-  pending = true;
-  requestAnimationFrame(() => { pending = false; lossChart.update(); optChart.update(); });
-}
+// -- redraws: batched, a few a second, none while hidden ------------------------------------------------------------
+const redraw = redrawer(() => {
+  lossChart.update(); optChart.update();
+  renderProgress();
+  if (samplesChanged) renderSamples();
+});
 
 // -- the socket -------------------------------------------------------------------------------------------------
-let socket = null, retry = 0;
+const last = a => (a.length ? a[a.length - 1][0] : -1);
+const since = () => socket.send({ type: "since", step: last(state.steps), eval: last(state.evals), epoch: state.epoch });
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}${root.dataset.ws}`);
-  socket.onopen = () => {
-    retry = 0;
-    setConnection(gettext("live"), "ok");
-    const last = a => (a.length ? a[a.length - 1][0] : -1);
-    socket.send(JSON.stringify({ type: "since", step: last(state.steps), eval: last(state.evals), epoch: state.epoch }));
-  };
-  socket.onmessage = e => handle(JSON.parse(e.data));
-  socket.onclose = e => {
-    if (e.code >= 4400 && e.code < 4500) { setConnection(gettext("not allowed to watch this run"), "bad"); return; }
+const socket = openSocket(root.dataset.ws, {
+  baseMs: 500,
+  onOpen: () => { setConnection(gettext("live"), "ok"); since(); },
+  onMessage: handle,
+  onClose: e => {
+    if (e.code >= 4400 && e.code < 4500) { setConnection(gettext("not allowed to watch this run"), "bad"); return false; }
     setConnection(gettext("disconnected — reconnecting…"), "bad");
-    setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
-  };
-}
+  },
+});
 
 function handle(m) {
   switch (m.type) {
@@ -67,10 +67,11 @@ function handle(m) {
       mergeRows(state.steps, m.steps);
       mergeRows(state.evals, m.evals);
       for (const s of m.samples) samples.set(s.step, s.text);
+      samplesChanged = true;
       progress = m.progress; progressAt = performance.now();
       if (m.status !== state.status) statusChanged(m.status);
       showQueue(m.queue);
-      renderSamples(); renderProgress(); redraw();
+      redraw();
       refreshPanel();  // the timeline may have grown between the page's rendering and this socket's opening
       break;
     case "metrics":
@@ -79,23 +80,23 @@ function handle(m) {
       mergeRows(state.evals, m.evals);
       progress = { ...progress, ...m.progress }; progressAt = performance.now();
       if (progress.status !== state.status) statusChanged(progress.status);
-      renderProgress(); redraw();
+      redraw();
       break;
     case "sample":
       samples.set(m.step, m.text);
-      renderSamples();
+      samplesChanged = true; redraw();
       break;
     case "rewind":
       truncateAfter(state.steps, m.step);
       truncateAfter(state.evals, m.step);
       for (const step of [...samples.keys()]) if (step > m.step) samples.delete(step);
       state.epoch = m.epoch;
-      renderSamples(); redraw(); refreshPanel();
+      samplesChanged = true; redraw(); refreshPanel();
       break;
     case "status":
       progress = { ...progress, status: m.status, step: m.step };
       statusChanged(m.status);
-      renderProgress(); refreshPanel();
+      redraw(); refreshPanel();
       break;
     case "checkpoint":
       refreshPanel();
@@ -107,6 +108,9 @@ function handle(m) {
     case "queue":
       showQueue(m);
       break;
+    case "resync":  // Redis restarted under the server: what was published meanwhile is lost, ask for it
+      since();
+      break;
     case "error":
       console.warn("training socket:", m.message);
       break;
@@ -114,7 +118,7 @@ function handle(m) {
 }
 
 function resync() {
-  socket.send(JSON.stringify({ type: "since", step: -1, eval: -1, epoch: -1 }));
+  socket.send({ type: "since", step: -1, eval: -1, epoch: -1 });
 }
 
 // a run's status in the reader's language (gettext: the page loads Django's JavaScript catalogue)
@@ -173,9 +177,10 @@ function tick() {
   const extra = running ? (performance.now() - progressAt) / 1000 : 0;
   $("stat-elapsed").textContent = duration((progress.elapsed || 0) + extra);
 }
-setInterval(tick, 1000);
+setInterval(() => { if (state.status === "running" && !document.hidden) tick(); }, 1000);
 
 function renderSamples() {
+  samplesChanged = false;
   const list = $("samples");
   const steps = [...samples.keys()].sort((a, b) => b - a);
   list.replaceChildren(...steps.map(step => {
@@ -197,4 +202,3 @@ function setConnection(text, kind) {
   badge.className = `badge ${kind}`;
 }
 
-connect();

@@ -1,7 +1,11 @@
 // A GRPO run's live dashboard: reward and accuracy per step (smoothed like the pretraining loss: series.js ema),
 // reward std within groups, response length, KL to the start model, entropy; below, the sampled answers of recent
-// steps. History from the page, then the run's websocket: rows merge by step, so nothing is missed or doubled.
-import { PALETTE, axis, theme } from "./chart.js";
+// steps. History from the page, then the run's websocket (system/socket.js): on every (re)connect, and when the server
+// says Redis restarted under it, the page asks for the steps after its last; rows merge by step, so nothing is missed
+// or doubled. Charts and numbers are drawn at most four times a second, never while the tab is hidden.
+import { openSocket } from "../system/socket.js";
+import { redrawer } from "../system/redraw.js";
+import { PALETTE, axis, legendHooks, theme } from "./chart.js";
 import { ema, mergeRows, si, truncateAfter } from "./series.js";
 
 const $ = id => document.getElementById(id);
@@ -46,6 +50,7 @@ class SmallChart {
       scales: { x: { time: false } },
       axes: [axis(t), axis(t, { size: 55, values: (u, vals) => vals.map(v => (v == null ? "" : fmt(v))) })],
       series,
+      hooks: legendHooks(),
     }, this.data(), this.el);
   }
   update() { this.plot.setData(this.data()); }
@@ -68,12 +73,8 @@ $("smoothing").addEventListener("input", e => {
   redraw();
 });
 
-let pending = false;
-function redraw() {
-  if (pending) return;
-  pending = true;
-  requestAnimationFrame(() => { pending = false; charts.forEach(c => c.update()); });
-}
+let progress = null;  // the latest progress from the socket, drawn with the charts
+const redraw = redrawer(() => { charts.forEach(c => c.update()); renderProgress(progress); });
 
 const EXTRA = 8; // the index of "extra" in realtime.METRIC_FIELDS
 function fromLive(r) { return [r[0], r[1], r[EXTRA] || {}]; }
@@ -103,23 +104,16 @@ function refreshPanel() {
   if (window.htmx) htmx.ajax("GET", root.dataset.panel, { target: "#run-head", swap: "none" });
 }
 
-let socket = null, retry = 0;
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}${root.dataset.ws}`);
-  socket.onopen = () => {
-    retry = 0;
-    setConnection("live");
-    const last = rows.length ? rows[rows.length - 1][0] : -1;
-    socket.send(JSON.stringify({ type: "since", step: last, eval: -1, epoch }));
-  };
-  socket.onmessage = e => handle(JSON.parse(e.data));
-  socket.onclose = e => {
-    if (e.code >= 4400 && e.code < 4500) { setConnection("not allowed to watch this run"); return; }
-    setConnection("disconnected — reconnecting…");
-    setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
-  };
-}
+const since = () => socket.send({ type: "since", step: rows.length ? rows[rows.length - 1][0] : -1, eval: -1, epoch });
+const socket = openSocket(root.dataset.ws, {
+  baseMs: 500,
+  onOpen: () => { setConnection(gettext("live")); since(); },
+  onMessage: handle,
+  onClose: e => {
+    if (e.code >= 4400 && e.code < 4500) { setConnection(gettext("not allowed to watch this run")); return false; }
+    setConnection(gettext("disconnected — reconnecting…"));
+  },
+});
 
 function handle(m) {
   switch (m.type) {
@@ -127,11 +121,14 @@ function handle(m) {
       if (m.reset) rows.length = 0;
       epoch = m.epoch;
       mergeRows(rows, m.steps.map(fromLive));
-      renderProgress(m.progress); redraw();
+      progress = m.progress; redraw();
       break;
     case "metrics":
       mergeRows(rows, m.steps.map(fromLive));
-      renderProgress(m.progress); redraw();
+      progress = { ...progress, ...m.progress }; redraw();
+      break;
+    case "resync":  // Redis restarted under the server: what was published meanwhile is lost, ask for it
+      since();
       break;
     case "rewind":
       truncateAfter(rows, m.step); epoch = m.epoch; redraw(); refreshPanel();
@@ -147,4 +144,3 @@ function handle(m) {
 }
 
 function setConnection(text) { $("connection").textContent = text; }
-connect();

@@ -1,6 +1,10 @@
 // The sweep page's three charts on uPlot (vendored, global `uPlot`), drawn from fit.json and redrawn whenever the
-// socket says one of the sweep's runs changed status (the table and the fitted numbers come as an htmx partial).
-import { PALETTE } from "./chart.js";
+// socket (system/socket.js) says one of the sweep's runs changed status (the table and the fitted numbers come as an
+// htmx partial). Several runs finishing together cost one refit and one redraw, at most one a second, and none while
+// the tab is hidden (system/redraw.js): the page catches up when shown.
+import { openSocket } from "../system/socket.js";
+import { redrawer } from "../system/redraw.js";
+import { PALETTE, legendHooks } from "./chart.js";
 
 const root = document.getElementById("sweep");
 const css = (name, fallback) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
@@ -47,6 +51,7 @@ function draw(id, series, data, { xLabel, yLabel, yLog = false }) {
     scales: { x: { time: false, distr: 3 }, y: yLog ? { distr: 3 } : { auto: true } },
     axes: [axis(xLabel), axis(yLabel)],
     series: [{ label: xLabel, value: (u, v) => fmt(v) }, ...series],
+    hooks: legendHooks(),
   }, data, el);
 }
 
@@ -114,25 +119,18 @@ async function refresh() {
   if (response.ok) render(await response.json());
 }
 
-let pending = null;
-function refreshSoon() {
-  // several runs may finish together: one refit for the lot
-  clearTimeout(pending);
-  pending = setTimeout(() => {
-    refresh();
-    if (window.htmx) htmx.ajax("GET", root.dataset.results, { target: "#sweep-results", swap: "innerHTML" });
-  }, 300);
-}
-
-function connect(delay = 1000) {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}${root.dataset.ws}`);
-  socket.onopen = () => { delay = 1000; refreshSoon(); };  // catch up on what finished while away
-  socket.onmessage = e => { if (JSON.parse(e.data).type === "sweep") refreshSoon(); };
-  socket.onclose = ev => { if (ev.code < 4400 || ev.code > 4499) setTimeout(() => connect(Math.min(delay * 2, 30000)), delay); };
-}
+const refreshSoon = redrawer(() => {
+  refresh();
+  if (window.htmx) htmx.ajax("GET", root.dataset.results, { target: "#sweep-results", swap: "innerHTML" });
+}, { everyMs: 1000 });
 
 if (root) {
   refresh();
-  connect();
+  openSocket(root.dataset.ws, {
+    baseMs: 1000,
+    maxMs: 30000,
+    onOpen: refreshSoon,  // catch up on what finished while away
+    onMessage: m => { if (m.type === "sweep") refreshSoon(); },
+    onClose: e => !(e.code >= 4400 && e.code < 4500),
+  });
 }
