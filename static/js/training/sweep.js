@@ -45,11 +45,14 @@ function draw(id, series, data, { xLabel, yLabel, yLog = false }) {
     return;
   }
   const ink = css("--muted", "#646b76"), grid = css("--line", "#e2e2dc");
-  const axis = label => ({ label, stroke: ink, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } });
+  // log axes label their decades only, compactly (1e11, 1e4): a full number per tick overlaps its neighbours
+  const decade = v => (v > 0 && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-6 ? `1e${Math.round(Math.log10(v))}` : "");
+  const axis = (label, log) => ({ label, stroke: ink, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 },
+                                  ...(log ? { values: (u, vals) => vals.map(v => (v == null ? "" : decade(v))) } : {}) });
   plots[id] = new uPlot({
     width: Math.max(280, el.clientWidth), height: 280,
     scales: { x: { time: false, distr: 3 }, y: yLog ? { distr: 3 } : { auto: true } },
-    axes: [axis(xLabel), axis(yLabel)],
+    axes: [axis(xLabel, true), axis(yLabel, yLog)],
     series: [{ label: xLabel, value: (u, v) => fmt(v) }, ...series],
     hooks: legendHooks(),
   }, data, el);
