@@ -247,7 +247,8 @@ def _default_cache_bytes() -> int:
 
 
 # torch threads per infer worker process: all cores, since one scheduler thread per loaded model runs every
-# concurrent generation of that model as one batch (workers/batching.py).
+# concurrent generation of that model as one batch (workers/batching.py); a step that decodes one token of a lone
+# generation runs on workers.batching.SOLO_THREADS instead.
 INFERENCE_TORCH_THREADS = int(os.environ.get("INFERENCE_TORCH_THREADS") or max(1, os.cpu_count() or 1))
 # Evaluation (apps/evals). The most problems one evaluation may score (multiple choice, generate-then-check), the
 # most tokens a loss evaluation may score, the most samples per problem for pass@k, and a job's time limit.

@@ -24,6 +24,18 @@ What a caller can rely on:
   with an empty batch for the next ones.
 - An idle scheduler's thread ends after IDLE_SECONDS, so an evicted model is not kept alive by it; the next request
   starts a new one.
+
+Torch threads: a step with work to share (several rows, or a prompt's chunk) runs on INFERENCE_TORCH_THREADS, every
+core by default; a step that decodes one token for one row alone runs on SOLO_THREADS (one). Such a step is a chain
+of ~200 matrix-vector products, each too short to split well: the OpenMP team must meet at a barrier after every
+one of them, and on a small machine its second thread competes for a core with the rest of the path (this
+process's relay threads and other threads' OpenMP teams, the web server, Redis, the browser); a preempted member
+stalls the whole product. On two cores, with every core per step, a lone SmolLM2 stream ran at 0.61x the bare
+loop; before continuous batching, when the worker gave a generation one thread, at 1.01x.
+tests/benchmarks/test_generation_speed.py compares against a bare loop on the same threads.
+The scheduler thread sets its count whenever the kind of step changes; under OpenMP and MKL that count is the
+calling thread's (what torch.get_num_threads() reports is not: it is the last value set by any thread), so the
+worker's other threads keep theirs.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import weakref
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 30.0  # an idle scheduler's thread ends after this long without requests
+SOLO_THREADS = 1  # torch threads for a step that decodes one token of one row (the module's docstring says why)
 
 _END = object()  # in a TokenStream's queue: no more tokens
 
@@ -76,14 +89,18 @@ class TokenStream:
 class Scheduler:
     """Owns the Batch of one loaded model and the thread that steps it."""
 
-    def __init__(self, model, *, idle_seconds: float = IDLE_SECONDS):
+    def __init__(self, model, *, idle_seconds: float = IDLE_SECONDS, threads: int | None = None):
+        from django.conf import settings
+
         from workers.gpt.batch_generate import Batch
 
         self.batch = Batch(model)
         self.idle_seconds = idle_seconds
+        self.threads = threads or settings.INFERENCE_TORCH_THREADS  # for steps with work to share
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.thread_count: int | None = None  # the scheduler thread's torch threads, as _step last set them
         self.steps = 0  # forwards run so far (for tests and logs)
         self.largest = 0  # the most rows one step has served
 
@@ -99,6 +116,7 @@ class Scheduler:
         return stream
 
     def _run(self) -> None:
+        self.thread_count = None  # what this thread's torch threads were last set to (by _step)
         while True:
             if not self.batch.rows:
                 try:
@@ -136,9 +154,18 @@ class Scheduler:
         if stream.row.done:
             stream.tokens.put(_END)
 
+    def step_threads(self, rows) -> int:
+        """Torch threads for the next step over rows: SOLO_THREADS to decode one row's next token, else all."""
+        return SOLO_THREADS if len(rows) == 1 and len(rows[0].pending) == 1 else self.threads
+
     def _step(self) -> None:
+        import torch
+
         rows = list(self.batch.rows)
         self.largest = max(self.largest, len(rows))
+        if self.thread_count != (threads := self.step_threads(rows)):
+            torch.set_num_threads(threads)  # this thread's OpenMP and MKL count (the others keep theirs)
+            self.thread_count = threads
         try:
             out = self.batch.step()
         except Exception as e:

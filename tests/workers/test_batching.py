@@ -121,3 +121,14 @@ def test_a_failing_step_fails_its_requests_and_the_scheduler_carries_on(model, m
     with pytest.raises(RuntimeError, match="out of memory"):
         list(scheduler.submit(prompt(0), **SETTINGS[0]))
     assert list(scheduler.submit(prompt(0), **SETTINGS[0])) == alone(model, 0)  # alone both times: same bits
+
+
+def test_a_lone_decoding_step_runs_on_solo_threads_and_shared_work_on_all(model):
+    scheduler = batching.Scheduler(model, threads=4)
+    lone = scheduler.batch.add(prompt(1), max_new_tokens=5, temperature=0)
+    assert scheduler.step_threads([lone]) == 4  # its prompt: a matrix-matrix product worth splitting
+    scheduler.batch.step()
+    assert scheduler.step_threads([lone]) == batching.SOLO_THREADS  # one token of one row
+    other = scheduler.batch.add(prompt(2), max_new_tokens=5, temperature=0)
+    scheduler.batch.step()
+    assert scheduler.step_threads([lone, other]) == 4  # several rows share each step

@@ -197,8 +197,11 @@ def forward_packed(model: GPT, feeds: list[tuple[KVCache, list[int]]]) -> torch.
         x = x + model.transformer.wpe(pos)  # (1, P, C) + (P, C)
     else:
         rope = (model.rope_cos[pos], model.rope_sin[pos])  # (P, hs/2) each: every token at its own position
+    # each feed's attention mask, the same in every layer: none for one new token (it sees every key) or a
+    # prompt's first chunk (plain causal), else the bottom-right causal block of (T, Tk) -- as the model's forward
+    masks = [None if n == 1 or start == 0 else causal_mask(n, start + n, device) for n, start in zip(sizes, starts)]
     for layer, block in enumerate(model.transformer.h):
-        x = x + _attention(block.attn, block.ln_1(x), rope, feeds, sizes, layer)
+        x = x + _attention(block.attn, block.ln_1(x), rope, feeds, sizes, masks, layer)
         x = x + block.mlp(block.ln_2(x))
     for cache, n in zip((c for c, _ in feeds), sizes):
         cache.pos += n
@@ -208,7 +211,7 @@ def forward_packed(model: GPT, feeds: list[tuple[KVCache, list[int]]]) -> torch.
     return model.lm_head(model.transformer.ln_f(h[None]))[0, :len(feeds)]  # (len(feeds), V)
 
 
-def _attention(attn, x, rope, feeds, sizes, layer) -> torch.Tensor:
+def _attention(attn, x, rope, feeds, sizes, masks, layer) -> torch.Tensor:
     """CausalSelfAttention.forward for a packed sequence x (1, P, C): q, k, v and the output projection over all
     tokens at once, the attention itself per feed against its own cache."""
     _, P, C = x.size()
@@ -221,18 +224,17 @@ def _attention(attn, x, rope, feeds, sizes, layer) -> torch.Tensor:
         cos, sin = rope
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     ys, at = [], 0
-    for (cache, _), T in zip(feeds, sizes):
+    for (cache, _), T, mask in zip(feeds, sizes, masks):
         qi = q[:, :, at:at + T]  # (1, nh, T, hs)
         ki, vi = cache.update(layer, k[:, :, at:at + T], v[:, :, at:at + T])  # (1, nkvh, Tk, hs)
         at += T
-        Tk = ki.size(2)
         if nkvh != nh:
             ki = ki.repeat_interleave(nh // nkvh, dim=1)  # (1, nh, Tk, hs)
             vi = vi.repeat_interleave(nh // nkvh, dim=1)  # (1, nh, Tk, hs)
-        if T == Tk:
+        if T == ki.size(2):
             y = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True)  # (1, nh, T, hs)
         else:
-            y = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=causal_mask(T, Tk, x.device))
+            y = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)  # mask None for T == 1
         ys.append(y.transpose(1, 2).reshape(T, C))  # (T, C)
     y = torch.zeros(P, C, dtype=x.dtype, device=x.device)
     y[:at] = torch.cat(ys)

@@ -140,6 +140,9 @@ class CausalSelfAttention(nn.Module):
             dropout_p = self.dropout if self.training else 0.0
             if T == Tk:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)  # (B, nh, T, hs)
+            elif T == 1:
+                # one new token sees every key: no mask to build (and to turn into an additive one) per layer
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, nh, 1, hs)
             else:
                 # decoding with a cache: is_causal would align the mask to the top-left corner, we need bottom-right
                 mask = causal_mask(T, Tk, x.device)
