@@ -12,7 +12,7 @@ from the last checkpoint, time limit and dashboard events. What differs is only 
 
 At every evaluation the sample is the model's greedy answers to three fixed validation prompts, stopped at the
 end-of-turn token. When the run succeeds, LoRA is merged into the weights and the result is registered as a new
-model `<base>-sft` (apps.registry.services.model_register_finetune), with ChatML's template and stop id, and a
+model `<base>-sft` (apps.registry.services.model_register_derived), with ChatML's template and stop id, and a
 tokenizer spec marked "chatml" so that every loader adds the same two tokens again (conversations.with_chatml is
 deterministic: their ids are the base vocabulary's size and the next).
 """
@@ -20,12 +20,11 @@ deterministic: their ids are the base vocabulary's size and the next).
 from __future__ import annotations
 
 import logging
-import shutil
 
 from apps.corpora.conversations import conversations_load
 from apps.registry.models import Model
 from apps.registry.selectors import model_tokenizer
-from apps.registry.services import RegistryError, model_register_finetune
+from apps.registry.services import RegistryError, model_register_derived
 from apps.system import files
 from apps.training import lease
 from apps.training.models import RunEvent
@@ -143,8 +142,6 @@ class FinetuneJob(TrainingJob):
             spec["chatml"] = True
         tmp = files.temp_dir(files.artifact_path("models"), "sft")
         try:
-            if spec.get("kind") == "imported":  # the tokenizer files travel with the model
-                shutil.copytree(self.base.directory / "tokenizer", tmp / "tokenizer")
             path = ckpt_lib.save_checkpoint(tmp, model=model, step=state.step, tokenizer=spec,
                                             losses={"train": state.train_loss, "val": state.val_loss},
                                             extra={"run_id": self.run.pk, "base_model": self.base.name})
@@ -152,10 +149,19 @@ class FinetuneJob(TrainingJob):
             files.remove(tmp)
             raise
         stop_ids = [self.eot_id] if self.eot_id is not None else list(self.base.stop_ids or [])
-        return model_register_finetune(
-            run=self.run, tmp=tmp, weights_name=path.name, tokenizer_spec=spec,
+        return model_register_derived(
+            run=self.run, weights_dir=tmp, weights_name=path.name, suffix="sft", step=state.step,
+            config=model.config.to_dict(), tokenizer_spec=spec,
             chat_template=self.template if (chatml_added or self.base.chat_template) else "", stop_ids=stop_ids,
-            config=model.config.to_dict(), step=state.step, val_loss=finite(state.val_loss))
+            val_loss=finite(state.val_loss), description=self.description(state.step, chatml_added))
+
+    def description(self, step: int, chatml_added: bool) -> str:
+        """What the registered model's page says it is."""
+        sft_spec = self.run.data.get("sft", {})
+        corpus = self.run.data.get("corpus") or (self.run.corpus.name if self.run.corpus else None)
+        how = f"LoRA r={sft_spec['lora']['r']} merged" if sft_spec.get("lora") else "full fine-tuning"
+        return (f"{self.base.name} fine-tuned on {corpus} for {step:,} steps ({how}), loss on the assistant's tokens "
+                f"only" + (", ChatML added to its tokenizer." if chatml_added else "."))
 
 
 def _prompt(messages: list[dict], tokenizer, template: str) -> tuple[str, list[int]]:
