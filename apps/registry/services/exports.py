@@ -27,7 +27,7 @@ from apps.registry import selectors
 from apps.registry.errors import ExportCancelled, RegistryError
 from apps.registry.models import Model, ModelExport, export_dir
 from apps.system import files
-from apps.system.services import job_request_cancel
+from apps.system.services import JOB_STALE_SECONDS, job_request_cancel
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,27 @@ def model_export_format_check(fmt: str | None) -> str:
 
 def model_export_create(*, model: Model, user, fmt: str | None) -> tuple[ModelExport, bool]:
     """The export of `model` in format `fmt` (the caller has checked the user may see the model): the running or
-    finished one if there is one, else a new job queued for an infer worker. Returns (job, whether it is new)."""
+    finished one if there is one, else a new job queued for an infer worker. Returns (job, whether it is new). One
+    whose worker went silent (_stale) is replaced."""
     fmt = model_export_format_check(fmt)
     with transaction.atomic():
         Model.objects.select_for_update().filter(pk=model.pk).first()  # one request at a time per model
         if not ModelExport.objects.filter(model=model).exists():  # left by a model deleted outside the app
             files.remove(files.artifact_path(export_dir(model.pk)))
         for job in ModelExport.objects.filter(model=model, format=fmt):
-            if job.active or (job.status == ModelExport.Status.SUCCEEDED and job.file and job.file.exists()):
+            running = job.active and not (job.status == ModelExport.Status.RUNNING and _stale(job))
+            if running or (job.status == ModelExport.Status.SUCCEEDED and job.file and job.file.exists()):
                 return job, False
-            _remove(job)  # failed, cancelled, or its archive is gone: replaced by the new one
+            _remove(job)  # failed, cancelled, silent, or its archive is gone: replaced by the new one
         job = ModelExport.objects.create(model=model, format=fmt, owner=user if user.is_authenticated else None)
         transaction.on_commit(lambda: _enqueue_export(job.pk))
     return job, True
+
+
+def _stale(job: ModelExport) -> bool:
+    """A running export whose worker has not written progress for a while has lost its worker (killed, restarted):
+    asking again replaces it instead of waiting on it forever."""
+    return (timezone.now() - job.updated).total_seconds() > JOB_STALE_SECONDS
 
 
 def _enqueue_export(export_id: int) -> None:

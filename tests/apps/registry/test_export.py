@@ -5,9 +5,11 @@ be cancelled; a refusal shows its reason; other people's drafts stay invisible; 
 import io
 import json
 import zipfile
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 
 from apps.registry import services
 from apps.registry.models import ModelExport, export_dir
@@ -170,3 +172,14 @@ def test_deleting_the_model_removes_its_exports(gpt_model, ada, staff, queued, d
     with django_capture_on_commit_callbacks(execute=True):
         services.model_delete(model=gpt_model, user=staff)
     assert not ModelExport.objects.exists() and not archive.parent.exists()
+
+
+def test_an_export_whose_worker_died_is_replaced_by_the_next_request(gpt_model, ada, queued):
+    job, _ = services.model_export_create(model=gpt_model, user=ada, fmt="hf")
+    ModelExport.objects.filter(pk=job.pk).update(status=ModelExport.Status.RUNNING,
+                                                 updated=timezone.now() - timedelta(minutes=5))
+    again, new = services.model_export_create(model=gpt_model, user=ada, fmt="hf")
+    assert new and again.pk != job.pk and again.status == ModelExport.Status.QUEUED
+    assert not ModelExport.objects.filter(pk=job.pk).exists()
+    ModelExport.objects.filter(pk=again.pk).update(status=ModelExport.Status.RUNNING, updated=timezone.now())
+    assert services.model_export_create(model=gpt_model, user=ada, fmt="hf") == (again, False)  # alive: kept
