@@ -55,4 +55,7 @@ def base(user, char_tok):
     torch.manual_seed(0)
     path = save_checkpoint(run.directory, model=GPT(cfg), step=1, losses={"val": 3.0})
     ckpt = Checkpoint.objects.create(run=run, step=1, path=files.artifact_relative(path), size_bytes=1)
-    return model_promote(checkpoint=ckpt, user=user, name="tiny")
+    model = model_promote(checkpoint=ckpt, user=user, name="tiny")
+    # the registry holds its own copy: leave no runs/<id>/ behind for a later test's run that reuses the id
+    files.remove(run.directory)
+    return model

@@ -24,9 +24,10 @@ import logging
 from apps.corpora.conversations import conversations_load
 from apps.registry.models import Model
 from apps.registry.selectors import model_tokenizer
-from apps.registry.services import RegistryError, model_register_derived
+from apps.registry.services import RegistryError, model_copy_tokenizer_files, model_register_derived
 from apps.system import files
 from apps.training import lease
+from apps.training.finetune import sft_model_format
 from apps.training.models import RunEvent
 from workers.gpt import checkpoint as ckpt_lib
 from workers.gpt import conversations as convlib
@@ -64,13 +65,15 @@ class FinetuneJob(TrainingJob):
             batch_size=run.train_config["batch_size"])
         self.prompts = [_prompt(c, self.tokenizer, self.template) for c in val_convs[:N_SAMPLE_PROMPTS]]
         report = self.batches.report()
-        cropped = report["train"]["cropped"] + report.get("val", {}).get("cropped", 0)
+        cropped, dropped = (sum(r.get(key, 0) for r in report.values()) for key in ("cropped", "dropped"))
+        left_out = (f"; {dropped:,} of them kept no assistant token after cropping and were left out" if dropped
+                    else "")
         lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.WARNING if cropped else RunEvent.Kind.GOOD,
                        message=(
             f"Conversations rendered: {report['train']['conversations']:,} training and "
             f"{report['val']['conversations']:,} validation, {report['train']['trained_tokens']:,} trained-on "
             f"(assistant) tokens of {report['train']['tokens']:,}; {cropped:,} conversation(s) longer than "
-            f"{self.batches.block_size} tokens were cropped from the left (their final answer kept)."))
+            f"{self.batches.block_size} tokens were cropped from the left (their final answer kept){left_out}."))
         return None, None
 
     def check_fits(self, model_cfg, train_cfg, train_data, val_data, device) -> None:
@@ -136,32 +139,19 @@ class FinetuneJob(TrainingJob):
         if (self.run.data.get("sft") or {}).get("lora"):
             model = sft.merge_lora(model)
         model = model.to("cpu").eval()
-        spec = dict(self.base.tokenizer_spec or {})
-        chatml_added = isinstance(self.tokenizer, convlib.ChatMLTokenizer)
-        if chatml_added:
-            spec["chatml"] = True
+        fmt = sft_model_format(base=self.base)
         tmp = files.temp_dir(files.artifact_path("models"), "sft")
         try:
-            path = ckpt_lib.save_checkpoint(tmp, model=model, step=state.step, tokenizer=spec,
+            model_copy_tokenizer_files(base=self.base, into=tmp)
+            path = ckpt_lib.save_checkpoint(tmp, model=model, step=state.step, tokenizer=fmt["tokenizer_spec"],
                                             losses={"train": state.train_loss, "val": state.val_loss},
                                             extra={"run_id": self.run.pk, "base_model": self.base.name})
         except BaseException:
             files.remove(tmp)
             raise
-        stop_ids = [self.eot_id] if self.eot_id is not None else list(self.base.stop_ids or [])
-        return model_register_derived(
-            run=self.run, weights_dir=tmp, weights_name=path.name, suffix="sft", step=state.step,
-            config=model.config.to_dict(), tokenizer_spec=spec,
-            chat_template=self.template if (chatml_added or self.base.chat_template) else "", stop_ids=stop_ids,
-            val_loss=finite(state.val_loss), description=self.description(state.step, chatml_added))
-
-    def description(self, step: int, chatml_added: bool) -> str:
-        """What the registered model's page says it is."""
-        sft_spec = self.run.data.get("sft", {})
-        corpus = self.run.data.get("corpus") or (self.run.corpus.name if self.run.corpus else None)
-        how = f"LoRA r={sft_spec['lora']['r']} merged" if sft_spec.get("lora") else "full fine-tuning"
-        return (f"{self.base.name} fine-tuned on {corpus} for {step:,} steps ({how}), loss on the assistant's tokens "
-                f"only" + (", ChatML added to its tokenizer." if chatml_added else "."))
+        return model_register_derived(run=self.run, weights_dir=tmp, weights_name=path.name, suffix="sft",
+                                      step=state.step, config=model.config.to_dict(), val_loss=finite(state.val_loss),
+                                      **fmt)
 
 
 def _prompt(messages: list[dict], tokenizer, template: str) -> tuple[str, list[int]]:

@@ -13,8 +13,9 @@ What it guarantees, beyond TrainingJob's:
 - the library's guards reach the UI: a run whose rewards stay flat ends (cancelled-like, "stopped") with the
   library's sentence as the run's reason; a NaN reward fails the run with its message; the answers cut at the
   context are counted in every step's metrics;
-- held-out pass@1 (greedy, with its 95 % Wilson interval) and pass@k (k samples at the run's temperature) are
-  measured before the first step and after the last, on the same problems, and recorded on the run.
+- held-out pass@1 and pass@k before and after are evaluation jobs of the evals app (apps.training.grpo.heldout_*):
+  the base model's is queued with the run, and the registered <base>-grpo's when the run ends, with the same
+  settings; heldout_accuracy below is the same measurement in-process, for the benchmark.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ class ReinforceJob(TrainingJob):
     def __init__(self, run: Run, device_info: dict, *, echo=None, stop=None):
         super().__init__(run, device_info, echo=echo, stop=stop)
         self.recorder = RolloutRecorder(run.pk, self.token)
-        self.heldout: dict = dict((run.latest or {}).get("heldout") or {})
         self.groups: list[dict] = []  # the current step's groups, as on_group reports them
 
     def execute(self) -> str:
@@ -116,11 +116,10 @@ class ReinforceJob(TrainingJob):
         self.stop_ids = list(base.stop_ids or [])
         self.template = base.chat_template or ""
         train_problems = taskset_problems(corpus=run.corpus, split="train")
-        self.held_out = taskset_problems(corpus=run.corpus, split="held_out")[:tc.get("n_eval", 0)]
         reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta > 0 else None
         if tc.get("lora"):
             targets = [t for t in LORA_TARGETS if t in lora_target_names(model)]
-            apply_lora(model, target_modules=targets, r=tc.get("lora_r", 8), alpha=2 * tc.get("lora_r", 8))
+            apply_lora(model, target_modules=targets, r=run.lora["r"], alpha=run.lora["alpha"])
         self.model, self.cfg, self.device = model, cfg, device
         resume = self.grpo_resume_point()
         from_step = resume["step"] if resume else 0
@@ -131,8 +130,6 @@ class ReinforceJob(TrainingJob):
         self.elapsed_base = self.run.elapsed_seconds
         self.started = time.monotonic()
         self.recorder.start()
-        if self.held_out and "before" not in self.heldout and from_step == 0:
-            self.evaluate("before", 0)
         state = grpo(model, train_problems, cfg, encode_prompt=self.encode_prompt, decode=self.decode,
                      stop_ids=self.stop_ids, reference=reference, reward_fn=self.reward, on_step=self.on_grpo_step,
                      on_group=self.groups.append, on_state=self.on_state, should_stop=self.should_stop,
@@ -192,7 +189,7 @@ class ReinforceJob(TrainingJob):
         row = [step, finite(r["loss"]), r["lr"], finite(r["grad_norm"]), r["ms"], tps, None, elapsed, extra]
         latest = {"loss": finite(r["loss"]), "lr": r["lr"], "grad_norm": finite(r["grad_norm"]), "ms": r["ms"],
                   "tokens_per_s": tps, "sample_tokens_per_s": tps, "mfu": None, "eta_seconds": self.eta(step),
-                  **extra, "heldout": self.heldout}
+                  **extra}
         self.recorder.add_step(row, {"status": Run.Status.RUNNING, "step": step, "max_steps": self.max_steps,
                                      "elapsed": elapsed, "eta_seconds": latest["eta_seconds"], "latest": latest,
                                      "best_val_loss": None})
@@ -235,20 +232,6 @@ class ReinforceJob(TrainingJob):
                                     removed=[files.artifact_relative(p) for p in removed])
         return True
 
-    def evaluate(self, which: str, step: int) -> dict:
-        """Held-out pass@1 and pass@k on the run's held-out problems, recorded on the run."""
-        c = self.cfg
-        lease.run_note(run_id=self.run.pk, token=self.token, step=step, message=(
-            f"Measuring held-out accuracy {which} training: {len(self.held_out)} problems, one greedy answer and "
-            f"{self.run.train_config.get('pass_k', grpo_app.PASS_K)} samples each."))
-        result = {"step": step} | heldout_accuracy(
-            self.model, self.held_out, encode_prompt=self.encode_prompt, decode=self.decode, stop_ids=self.stop_ids,
-            max_new_tokens=c.max_new_tokens, k=int(self.run.train_config.get("pass_k", grpo_app.PASS_K)),
-            temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + 1)
-        self.heldout[which] = result
-        grpo_app.heldout_record(run_id=self.run.pk, token=self.token, which=which, result=result)
-        return result
-
     def grpo_finish(self, state) -> str:
         self.recorder.close()
         if self.supervisor.lost.is_set() or self.recorder.lost.is_set():
@@ -262,8 +245,6 @@ class ReinforceJob(TrainingJob):
                              reason=state.stop_reason)
             return "stopped: flat rewards"
         if not state.stopped:
-            if self.held_out:
-                self.evaluate("after", state.step)
             reason = self.register(state)
             lease.run_finish(run_id=self.run.pk, token=self.token, status=Run.Status.SUCCEEDED, reason=reason)
             return "succeeded"
@@ -293,7 +274,7 @@ class ReinforceJob(TrainingJob):
 
     def register(self, state) -> str:
         """Merge LoRA into the weights and register the result as `<base>-grpo` (a draft of the run's owner)."""
-        from apps.registry.services import model_register_derived
+        from apps.registry.services import model_copy_tokenizer_files, model_register_derived
         from workers.gpt.sft import merge_lora
 
         if self.run.train_config.get("lora"):
@@ -302,15 +283,12 @@ class ReinforceJob(TrainingJob):
         path = ckpt_lib.save_checkpoint(directory, model=self.model, step=state.step,
                                         tokenizer=self.run.base_model.tokenizer_spec,
                                         extra={"grpo_run": self.run.pk})
+        model_copy_tokenizer_files(base=self.run.base_model, into=directory)
         model = model_register_derived(run=self.run, weights_dir=directory, weights_name=path.name, suffix="grpo",
                                        step=state.step)
         lease.run_note(run_id=self.run.pk, token=self.token, kind=RunEvent.Kind.GOOD,
                        message=f"Registered as {model.name} (a draft: publish it from the registry).")
-        after = self.heldout.get("after")
-        before = self.heldout.get("before")
-        if before and after:
-            return (f"held-out pass@1 {100 * before['pass1']:.1f} % -> {100 * after['pass1']:.1f} %; registered as "
-                    f"{model.name}")
+        grpo_app.heldout_after(run_id=self.run.pk, token=self.token, model=model)
         return f"registered as {model.name}"
 
 

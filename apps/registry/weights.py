@@ -63,3 +63,42 @@ def copy_tensors(src: Path, dst: Path, *, keep=lambda name: True) -> None:
                     remaining -= len(block)
 
     write_atomic(dst, write)
+
+
+# peft's names for the pieces of an adapted Linear `X` (adapter "default", as sft.apply_lora injects it):
+# X.base_layer.weight / .bias (the frozen Linear), X.lora_A.default.weight (r, in), X.lora_B.default.weight (out, r)
+LORA_A, LORA_B, BASE_LAYER = ".lora_A.default.weight", ".lora_B.default.weight", ".base_layer."
+
+
+def merge_lora_tensors(src: Path, dst: Path, *, scale: float, keep=lambda name: True) -> dict[str, str]:
+    """Write the tensors of src that pass `keep` into dst with every LoRA adapter folded into its Linear,
+    W <- W + scale * B @ A (scale = alpha / r), as peft's merge does (workers.gpt.sft.merge_lora: a test checks they
+    agree), and the base layer's names put back (X.base_layer.weight -> X.weight). NumPy only: a fine-tuning run's
+    checkpoint is promoted by the web process. Returns the renames, so the sidecar's aliases can follow them."""
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    read_header(src)  # refuses a truncated file with its name
+    tensors, metadata = {}, None
+    with safe_open(str(src), framework="np") as f:
+        metadata = f.metadata()
+        for name in f.keys():
+            if keep(name):
+                tensors[name] = f.get_tensor(name)
+    for name in [n for n in tensors if n.endswith(LORA_A)]:
+        stem = name[: -len(LORA_A)]
+        a, b, w = tensors.pop(name), tensors.pop(stem + LORA_B, None), tensors.get(stem + ".base_layer.weight")
+        if b is None or w is None:
+            raise WeightsFileError(f"{src.name}: the LoRA adapter of {stem} is incomplete (no lora_B or base layer)")
+        if w.dtype != np.float32:
+            raise WeightsFileError(f"{src.name}: {stem} is {w.dtype}, but merging LoRA here needs float32 weights")
+        tensors[stem + ".base_layer.weight"] = (w + np.float32(scale) * (b @ a)).astype(np.float32)
+    stray = [n for n in tensors if ".lora_" in n]
+    if stray:
+        raise WeightsFileError(f"{src.name}: LoRA tensors of another adapter than 'default' ({stray[0]}) cannot be "
+                               f"merged")
+    renames = {n: n.replace(BASE_LAYER, ".") for n in tensors if BASE_LAYER in n}
+    tensors = {renames.get(n, n): t for n, t in tensors.items()}
+    write_atomic(dst, save(tensors, metadata=metadata))
+    return renames

@@ -76,9 +76,6 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def training_rollout(self, event):
         await self.forward(event)
 
-    async def training_heldout(self, event):
-        await self.forward(event)
-
     async def training_queue(self, event):
         queue = await database_sync_to_async(self.queue_position)()
         if queue is not None:

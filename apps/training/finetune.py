@@ -147,6 +147,21 @@ def sft_check(*, user, base: Model, corpus: Corpus, max_steps: int, batch_size: 
                    n_train=len(train), n_val=len(val))
 
 
+def sft_model_format(*, base: Model) -> dict:
+    """How the model a fine-tune of `base` makes reads and ends text: {"tokenizer_spec", "chat_template",
+    "stop_ids"} for model_register_derived. The base model's own template and stop ids, or ChatML: the spec marked
+    "chatml" (every loader adds its two tokens again, with the same ids) and <|im_end|> as the stop id. The worker's
+    registration at the end of a run and a promoted checkpoint both use this, so the two models are alike."""
+    tok, template, eot = conversation_format(tokenizer=model_tokenizer(base), chat_template=base.chat_template)
+    spec = dict(base.tokenizer_spec or {})
+    chatml_added = isinstance(tok, convlib.ChatMLTokenizer)
+    if chatml_added:
+        spec["chatml"] = True
+    eot_id = tok.special_tokens.get(eot)
+    return {"tokenizer_spec": spec, "chat_template": template if (chatml_added or base.chat_template) else "",
+            "stop_ids": [eot_id] if eot_id is not None else list(base.stop_ids or [])}
+
+
 def sft_run_create(*, owner, plan: SFTPlan, name: str = "", enqueue: bool = True) -> Run:
     """A queued fine-tuning run from a checked plan (sft_check)."""
     base, corpus = plan.base, plan.corpus

@@ -202,5 +202,10 @@ class ForkForm(forms.Form):
     min_lr = _float("min_lr", 0.0, 10.0, "where the cosine decay ends")
     warmup_steps = _int("warmup_steps", 0, 2_000_000, "warmup of the schedule (steps counted from 0)")
 
+    def __init__(self, *args, fields=("max_steps", "learning_rate", "min_lr", "warmup_steps"), **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in [f for f in self.fields if f != "name" and f not in fields]:
+            del self.fields[name]  # what this kind of run has not (GRPO: no min_lr)
+
     def changes(self) -> dict:
-        return {k: self.cleaned_data[k] for k in ("max_steps", "learning_rate", "min_lr", "warmup_steps")}
+        return {k: v for k, v in self.cleaned_data.items() if k != "name"}

@@ -3,7 +3,8 @@ registry model and a task set, estimate its time per step on each train worker, 
 
 A GRPO run is an ordinary Run (kind "grpo": same queue, lease, cancel and resume) whose base_model is the registry
 model it starts from and whose corpus is a task set. train_config holds {"max_steps", "grpo": GRPOConfig.to_dict(),
-"lora", "lora_r", "pass_k", "n_eval"}; model_config is the base model's GPTConfig. workers/reinforce.py trains it.
+"lora", "lora_r", "pass_k", "n_eval"}; model_config is the base model's GPTConfig; data["heldout"] holds the ids of
+its before/after evaluation jobs (below). workers/reinforce.py trains it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from django.utils.translation import gettext as _
 
 from apps.system.devices import device_key
 from apps.training import services
-from apps.training.models import Rollout, Run
+from apps.training.models import Rollout, Run, RunEvent
 from apps.training.services import TrainingError
 from workers.gpt.config import ConfigError, GPTConfig, flops_per_token
 from workers.gpt.grpo_config import GRPOConfig
 from apps.corpora.models import Corpus
+from apps.evals.models import Evaluation
+from apps.evals.selectors import EvalError, evaluation_view
+from apps.evals.services import evaluation_create, evaluation_repeat
 from apps.registry.models import Model
 from apps.system.realtime import publish
-from apps.training import realtime
+from apps.training import lease, realtime
 
 ROLLOUT_STEPS_KEPT = 20  # the sampled groups of this many recent steps are kept for the dashboard
 PASS_K = 4  # pass@k on the held-out split before and after
@@ -84,6 +88,7 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
             model_config=model_cfg.to_dict(), train_config=train_config, queued=timezone.now())
         services.note(run, _("Queued: GRPO from %(model)s on %(corpus)s, G=%(g)s, %(steps)s steps.")
                       % {"model": base_model.name, "corpus": corpus.name, "g": cfg.group_size, "steps": cfg.steps})
+        heldout_before(run=run)
         if enqueue:
             services.enqueue_on_commit(run.pk)
     return run
@@ -140,7 +145,86 @@ def rollout_list(*, run: Run, steps: int = 5) -> list[Rollout]:
 def grpo_history(*, run: Run) -> dict:
     """What the run page draws for a GRPO run: per-step extras and the before/after held-out evaluation."""
     rows = [[m.step, m.loss, m.extra] for m in run.metrics.order_by("step")]
-    return {"steps": rows, "evaluation": (run.latest or {}).get("heldout", {})}
+    return {"steps": rows, "evaluation": heldout_views(run=run)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# held-out pass@1 and pass@k before and after: evaluation jobs of the evals app (on the infer queue), of the base
+# model when the run is queued and of the registered <base>-grpo when it ends, with the same settings (so the two
+# are one row of the "what each step changed" table). run.data["heldout"] holds their ids: {"before", "after"}, or
+# {"skipped": why} when the task set's held-out prompts cannot be evaluated with this model.
+
+
+def heldout_before(*, run: Run) -> None:
+    """Queue (or reuse: the same base model, task set and settings measured already) the "before" evaluation."""
+    tc, cfg = run.train_config, GRPOConfig.from_dict(dict(run.train_config["grpo"]))
+    if not tc.get("n_eval"):
+        return
+    k = int(tc.get("pass_k", PASS_K))
+    settings = dict(method="generate", corpus=run.corpus, split="held_out", n=int(tc["n_eval"]), k=k,
+                    temperature=cfg.temperature if k > 1 else 0.0, max_new_tokens=cfg.max_new_tokens,
+                    seed=cfg.seed + 1)
+    try:
+        same = (Evaluation.objects.filter(model=run.base_model, status__in=(*Evaluation.ACTIVE,
+                                                                             Evaluation.Status.SUCCEEDED))
+                .filter(**{f: v for f, v in settings.items() if f != "method"}, method="generate")
+                .order_by("-created").first())
+        before = same or evaluation_create(user=run.owner, model=run.base_model, **settings)
+    except EvalError as exc:
+        _heldout_set(run, {"skipped": str(exc)})
+        services.note(run, _("Held-out accuracy will not be measured: %(why)s") % {"why": exc},
+                      kind=RunEvent.Kind.WARNING)
+        return
+    _heldout_set(run, {"before": before.pk})
+    services.note(run, _("Held-out accuracy before training: evaluation #%(id)s of %(model)s, %(n)s problems, "
+                         "pass@1 and pass@%(k)s.") % {"id": before.pk, "model": run.base_model.name, "n": before.n,
+                                                     "k": k})
+
+
+def heldout_after(*, run_id: int, token: str, model) -> bool:
+    """Queue the "after" evaluation: the "before" one repeated on `model` (what the run registered). False when this
+    worker no longer holds the run."""
+    run = Run.objects.filter(pk=run_id, lease_token=token).first()
+    if run is None:
+        return False
+    before = Evaluation.objects.filter(pk=(run.data.get("heldout") or {}).get("before")).first()
+    if before is None:
+        return True
+    try:
+        after = evaluation_repeat(user=run.owner, evaluation=before, model=model)
+    except EvalError as exc:
+        lease.run_note(run_id=run_id, token=token, kind=RunEvent.Kind.WARNING,
+                       message=_("Held-out accuracy after training was not measured: %(why)s") % {"why": exc})
+        return True
+    _heldout_set(run, {**run.data.get("heldout", {}), "after": after.pk})
+    lease.run_note(run_id=run_id, token=token, message=_("Held-out accuracy after training: evaluation #%(id)s of "
+                                                         "%(model)s, queued.") % {"id": after.pk, "model": model.name})
+    return True
+
+
+def heldout_views(*, run: Run) -> dict:
+    """{"before", "after"}: each an evaluation as the held-out panel shows it (status, progress, pass@1 with its
+    95 % interval, pass@k), or None; "skipped": why there are none; "active": whether the panel should poll."""
+    ids = dict(run.data.get("heldout") or {})
+    found = {e.pk: e for e in Evaluation.objects.filter(pk__in=[ids.get("before"), ids.get("after")])}
+    out = {"skipped": ids.get("skipped", "")}
+    for which in ("before", "after"):
+        e = found.get(ids.get(which))
+        if e is None:
+            out[which] = None
+            continue
+        view = evaluation_view(e)
+        passk = (view["metrics"].get(f"pass@{e.k}") or {}) if e.k > 1 else {"value": view["score"]}
+        out[which] = view | {"pass1": view["score"], "pass1_low": view["low"], "pass1_high": view["high"],
+                             "passk": passk.get("value")}
+    out["rows"] = [("before", out["before"]), ("after", out["after"])]
+    out["active"] = run.is_active or any(out[w] and out[w]["active"] for w in ("before", "after"))
+    return out
+
+
+def _heldout_set(run: Run, heldout: dict) -> None:
+    run.data = {**run.data, "heldout": heldout}
+    Run.objects.filter(pk=run.pk).update(data=run.data)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -163,23 +247,4 @@ def rollout_record(*, run_id: int, token: str, rollouts: list[tuple[int, list[di
         Rollout.objects.filter(run_id=run_id).exclude(step__in=kept).delete()
     for step, groups in rollouts:
         publish(realtime.run_group(run_id), realtime.rollout_event(run_id, step=step, groups=groups))
-    return True
-
-
-def heldout_record(*, run_id: int, token: str, which: str, result: dict) -> bool:
-    """Record the held-out evaluation `which` ("before" | "after") in run.latest["heldout"] and the timeline."""
-
-    with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id, lease_token=token).first()
-        if run is None:
-            return False
-        heldout = dict((run.latest or {}).get("heldout") or {}) | {which: result}
-        Run.objects.filter(pk=run_id).update(latest={**(run.latest or {}), "heldout": heldout})
-        services.note(run, _("Held-out %(which)s (step %(step)s): pass@1 %(p1).1f %% (95 %% interval %(lo).1f–"
-                             "%(hi).1f), pass@%(k)s %(pk).1f %% on %(n)s problems.")
-                      % {"which": _("before") if which == "before" else _("after"), "step": result["step"],
-                         "p1": 100 * result["pass1"], "lo": 100 * result["pass1_low"],
-                         "hi": 100 * result["pass1_high"], "k": result["k"], "pk": 100 * result["passk"],
-                         "n": result["n"]}, step=result["step"])
-    publish(realtime.run_group(run_id), realtime.heldout_event(run_id, heldout=heldout))
     return True

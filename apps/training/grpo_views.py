@@ -48,11 +48,22 @@ def grpo_estimate(request):
 @require_GET
 def rollouts(request, run_id: int):
     """The answers panel: the sampled groups of the run's recent steps."""
+    run = _visible_run(request, run_id)
+    return render(request, "training/_grpo-rollouts.html", {"rollouts": grpo.rollout_list(run=run)})
+
+
+@require_GET
+def heldout(request, run_id: int):
+    """The held-out panel (before / after evaluations), polled by htmx while they or the run are active."""
+    run = _visible_run(request, run_id)
+    return render(request, "training/_grpo-heldout.html", {"run": run, "heldout": grpo.heldout_views(run=run)})
+
+
+def _visible_run(request, run_id: int):
     try:
-        run = selectors.run_get(run_id=run_id, user=request.user)
+        return selectors.run_get(run_id=run_id, user=request.user)
     except RunNotFound:
         raise Http404 from None
-    return render(request, "training/_grpo-rollouts.html", {"rollouts": grpo.rollout_list(run=run)})
 
 
 def _initial(request) -> dict:

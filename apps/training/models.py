@@ -11,6 +11,9 @@ from django.db.models import Q
 from apps.system import files
 
 
+GRPO_LORA_ALPHA_PER_RANK = 2  # a GRPO run's LoRA alpha is 2 r (the usual choice; the form asks only for r)
+
+
 class RunQuerySet(models.QuerySet):
     def visible_to(self, user):
         """A run is its owner's; staff see everyone's. Anonymous visitors see none."""
@@ -119,6 +122,18 @@ class Run(models.Model):
     @property
     def directory(self) -> Path:
         return files.artifact_path(run_dir(self.pk))
+
+    @property
+    def lora(self) -> dict | None:
+        """{"r", "alpha"} of the LoRA adapters a fine-tuning or GRPO run trains (None: full weights), so whatever
+        reads its checkpoints (promote, which merges them) knows the scale alpha / r. A GRPO run's alpha is 2 r."""
+        if self.kind == self.Kind.SFT:
+            lora = (self.data.get("sft") or {}).get("lora")
+            return {"r": int(lora["r"]), "alpha": float(lora["alpha"])} if lora else None
+        if self.kind == self.Kind.GRPO and self.train_config.get("lora"):
+            r = int(self.train_config.get("lora_r", 8))
+            return {"r": r, "alpha": float(GRPO_LORA_ALPHA_PER_RANK * r)}
+        return None
 
     @property
     def tokens_per_step(self) -> int:

@@ -16,7 +16,6 @@ PREPARING = "training.preparing"  # the run waits for its corpus to be encoded: 
 QUEUE = "training.queue"  # some run entered or left the queue: queued pages recompute their position
 SWEEP = "training.sweep"  # a run of a sweep changed status (finished, say): the sweep's page refits and redraws
 ROLLOUT = "training.rollout"  # GRPO: the sampled groups of a step (each answer with its reward), for the answers panel
-HELDOUT = "training.heldout"  # GRPO: held-out pass@1 / pass@k before training or after it
 
 
 def run_group(run_id: int) -> str:
@@ -80,9 +79,3 @@ def queue_event() -> dict:
 
 def rollout_event(run_id: int, *, step: int, groups: list[dict]) -> dict:
     return {"type": ROLLOUT, "run": run_id, "step": step, "groups": groups}
-
-
-def heldout_event(run_id: int, *, heldout: dict) -> dict:
-    """heldout: {"before": {...}, "after": {...}}, each {"step", "n", "k", "pass1", "pass1_low", "pass1_high",
-    "passk"}; either may be missing while the run has not reached it."""
-    return {"type": HELDOUT, "run": run_id, "heldout": heldout}

@@ -29,6 +29,7 @@ from apps.training.permissions import run_may_control
 from apps.training.presets import PRESETS
 from apps.training.selectors import event_view
 from workers.gpt.config import GPTConfig, TrainConfig
+from workers.gpt.grpo_config import GRPOConfig
 
 log = logging.getLogger(__name__)
 
@@ -144,30 +145,27 @@ def run_resume(*, run: Run, user) -> Run:
 
 def run_fork(*, checkpoint: Checkpoint, user, changes: dict, name: str = "") -> Run:
     """A new run that starts from `checkpoint` of another run (weights, AdamW state, RNG) with some training
-    settings changed (max_steps, learning_rate, min_lr, warmup_steps). Its history up to the checkpoint is copied,
-    so its curve starts where the parent's was."""
+    settings changed (fork_fields: max_steps, learning_rate, warmup_steps and, but for GRPO, min_lr). Its history up
+    to the checkpoint is copied, so its curve starts where the parent's was. A fine-tuning or GRPO run forks into a
+    run of its kind with the same plan (base model, data set, LoRA settings), resumed from the checkpoint."""
     parent = checkpoint.run
     if not run_may_control(run=parent, user=user):
         raise PermissionDenied(f"run #{parent.pk} belongs to another user: only its owner or staff may fork it")
     _require_data(parent)
-    allowed = {"max_steps", "learning_rate", "min_lr", "warmup_steps"}
+    allowed = set(fork_fields(parent))
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise TrainingError(f"a fork may change only {', '.join(sorted(allowed))}, not {', '.join(unknown)}",
                             field=unknown[0])
-    train_config = dict(parent.train_config)
-    if train_config.get("lr_decay_steps") == train_config["max_steps"]:
-        train_config["lr_decay_steps"] = None  # it followed max_steps: let it follow the new one
-    train_config.update(changes)
-    train_cfg = TrainConfig.from_dict(train_config)
-    if train_cfg.max_steps <= checkpoint.step:
-        raise TrainingError(f"max_steps ({train_cfg.max_steps}) must be more than the checkpoint's step "
+    train_config = _fork_train_config(parent, changes)
+    if train_config["max_steps"] <= checkpoint.step:
+        raise TrainingError(f"max_steps ({train_config['max_steps']}) must be more than the checkpoint's step "
                             f"({checkpoint.step}): try max_steps={checkpoint.step * 2}", field="max_steps")
     if not checkpoint.file.exists() or not checkpoint.file.with_suffix(".json").exists():
         raise TrainingError(f"the checkpoint at step {checkpoint.step} of run #{parent.pk} is no longer on disk "
                             f"({checkpoint.path}): choose another checkpoint")
-    what = ", ".join(f"{k} {parent.train_config.get(k)} → {v}" for k, v in changes.items()
-                     if parent.train_config.get(k) != v) or "same settings"
+    old = fork_settings(parent)
+    what = ", ".join(f"{k} {old.get(k)} → {v}" for k, v in changes.items() if old.get(k) != v) or "same settings"
     with transaction.atomic():
         elapsed = (Metric.objects.filter(run=parent, step__lte=checkpoint.step).order_by("-step")
                    .values_list("elapsed", flat=True).first()) or 0.0
@@ -177,11 +175,13 @@ def run_fork(*, checkpoint: Checkpoint, user, changes: dict, name: str = "") -> 
             owner=user,
             name=(name or "").strip()[:100] or f"{parent.name} · fork @{checkpoint.step}",
             preset=parent.preset,
+            kind=parent.kind,
+            base_model=parent.base_model,
             corpus=parent.corpus,
             tokenizer=parent.tokenizer,
-            data=parent.data,
+            data=_fork_data(parent),
             model_config=parent.model_config,
-            train_config=train_cfg.to_dict(),
+            train_config=train_config,
             parent=parent,
             forked_from_step=checkpoint.step,
             step=checkpoint.step,
@@ -215,7 +215,53 @@ def _default_name(preset: str, cfg: GPTConfig) -> str:
     return f"{base} · {cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}"
 
 
+FORK_FIELDS = ("max_steps", "learning_rate", "min_lr", "warmup_steps")
+
+
+def fork_fields(run: Run) -> tuple[str, ...]:
+    """The settings a fork of `run` may change. GRPO's learning rate is constant after its warmup: no min_lr."""
+    return tuple(f for f in FORK_FIELDS if not (run.kind == Run.Kind.GRPO and f == "min_lr"))
+
+
+def fork_settings(run: Run) -> dict:
+    """The current values of fork_fields(run), wherever the run's kind keeps them."""
+    tc = run.train_config
+    source = tc.get("grpo", {}) if run.kind == Run.Kind.GRPO else tc
+    return {f: tc["max_steps"] if f == "max_steps" else source.get(f) for f in fork_fields(run)}
+
+
+def _fork_train_config(parent: Run, changes: dict) -> dict:
+    """The parent's train_config with `changes`, checked (ConfigError names the field)."""
+    if parent.kind == Run.Kind.GRPO:
+        grpo = dict(parent.train_config["grpo"])
+        grpo.update({("steps" if k == "max_steps" else k): v for k, v in changes.items()})
+        cfg = GRPOConfig.from_dict(grpo)
+        cfg.validate()
+        return {**parent.train_config, "max_steps": cfg.steps, "grpo": cfg.to_dict()}
+    train_config = dict(parent.train_config)
+    if train_config.get("lr_decay_steps") == train_config["max_steps"]:
+        train_config["lr_decay_steps"] = None  # it followed max_steps: let it follow the new one
+    train_config.update(changes)
+    return TrainConfig.from_dict(train_config).to_dict()
+
+
+def _fork_data(parent: Run) -> dict:
+    """The parent's data, less what belongs to the parent's result: a GRPO fork shares the held-out "before"
+    evaluation (the same base model) and gets its own "after"."""
+    data = dict(parent.data)
+    if "heldout" in data:
+        data["heldout"] = {k: v for k, v in data["heldout"].items() if k == "before"}
+    return data
+
+
 def _require_data(run: Run) -> None:
+    if run.kind != Run.Kind.PRETRAIN:
+        if run.base_model_id is None or run.corpus_id is None:
+            what = "base model" if run.base_model_id is None else "data set"
+            key = "base_model" if run.base_model_id is None else "corpus"
+            raise TrainingError(f"the {what} of run #{run.pk} ({run.data.get(key, '?')}) was deleted: start a new "
+                                f"run instead")
+        return
     if run.corpus_id is None or run.tokenizer_id is None:
         missing = "corpus" if run.corpus_id is None else "tokenizer"
         raise TrainingError(f"the {missing} of run #{run.pk} ({run.data.get(missing, '?')}) was deleted: start a "

@@ -18,6 +18,7 @@ urlpatterns = [
     path("grpo/new/", grpo_views.grpo_new, name="grpo_new"),
     path("grpo/estimate/", grpo_views.grpo_estimate, name="grpo_estimate"),
     path("runs/<int:run_id>/rollouts/", grpo_views.rollouts, name="rollouts"),
+    path("runs/<int:run_id>/heldout/", grpo_views.heldout, name="heldout"),
     path("checkpoints/<int:checkpoint_id>/fork/", views.fork, name="fork"),
     path("sweeps/new/", sweep_views.sweep_new, name="sweep_new"),
     path("sweeps/preview/", sweep_views.sweep_preview, name="sweep_preview"),

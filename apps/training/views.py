@@ -108,10 +108,9 @@ def fork(request, checkpoint_id: int):
     except RunNotFound:
         raise Http404
     parent = checkpoint.run
-    tc = parent.train_config
-    initial = {"max_steps": max(tc["max_steps"], checkpoint.step * 2), "learning_rate": tc["learning_rate"],
-               "min_lr": tc["min_lr"], "warmup_steps": tc["warmup_steps"]}
-    form = ForkForm(request.POST or None, initial=initial)
+    initial = services.fork_settings(parent)
+    initial["max_steps"] = max(initial["max_steps"], checkpoint.step * 2)
+    form = ForkForm(request.POST or None, initial=initial, fields=services.fork_fields(parent))
     if request.method == "POST" and form.is_valid():
         try:
             child = services.run_fork(checkpoint=checkpoint, user=request.user, changes=form.changes(),

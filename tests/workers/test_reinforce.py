@@ -37,6 +37,7 @@ def no_enqueue_runs(monkeypatch):
         id = "test-task-id"
 
     monkeypatch.setattr(tasks.run_train, "delay", lambda *args: Result())
+    monkeypatch.setattr(tasks.evaluation_run, "delay", lambda *args: Result())  # run in the test, below
 
 
 def make(user, model, corpus, **changes):
@@ -59,13 +60,54 @@ def test_a_grpo_run_records_its_steps_groups_heldout_and_registers_the_result(us
         assert metrics[-1].extra[key] is not None, key
     groups = Rollout.objects.get(run=run, step=4).groups
     assert len(groups) == 2 and len(groups[0]["samples"]) == 3 and "reward" in groups[0]["samples"][0]
-    heldout = run.latest["heldout"]
-    assert heldout["before"]["step"] == 0 and heldout["after"]["step"] == 4 and heldout["after"]["n"] == 8
-    assert 0 <= heldout["after"]["pass1_low"] <= heldout["after"]["pass1"] <= heldout["after"]["pass1_high"] <= 1
     made = Model.objects.get(run=run)
     assert made.name == "tiny-chat-grpo" and made.base == tiny_model and made.owner == user
     assert made.stop_ids == tiny_model.stop_ids and made.lineage["corpus"] == "Sums"
     assert made.file.exists() and "registered as tiny-chat-grpo" in run.reason
+
+
+def test_heldout_before_and_after_are_evaluation_jobs_drawn_on_the_run_page_and_the_models_table(
+        client, user, tiny_model, arithmetic_set):
+    from django.urls import reverse
+
+    from apps.evals.models import Evaluation
+    from apps.evals.selectors import lineage_table
+    from workers.evals import evaluation_run
+
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=FAST,
+                                   lora=False, pass_k=2, enqueue=False)
+    before = Evaluation.objects.get(pk=run.data["heldout"]["before"])
+    assert (before.model, before.corpus, before.split, before.n, before.k) == (tiny_model, arithmetic_set,
+                                                                                "held_out", 8, 2)
+    assert before.max_new_tokens == FAST["max_new_tokens"] and before.temperature == 1.0
+    assert train(run) == "succeeded"
+    run.refresh_from_db()
+    made = Model.objects.get(run=run)
+    after = Evaluation.objects.get(pk=run.data["heldout"]["after"])
+    assert after.model == made and after.task_key == before.task_key and after.seed == before.seed
+    client.force_login(user)
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
+    assert 'id="grpo-heldout" hx-get' in page and "queued for an infer worker" in page  # polls until scored
+    for e in (before, after):
+        assert evaluation_run(evaluation_id=e.pk) == "succeeded"
+    views = grpo_app.heldout_views(run=run)
+    assert not views["active"]
+    for which in ("before", "after"):
+        v = views[which]
+        assert v["n"] == 8 and 0 <= v["pass1_low"] <= v["pass1"] <= v["pass1_high"] <= 1
+        assert v["pass1"] <= v["passk"] <= 1
+    panel = client.get(reverse("training:heldout", args=[run.pk])).content.decode()
+    assert "hx-get" not in panel and "(k=2)" in panel
+    table = lineage_table(model=made, user=user)
+    assert table["models"] == [tiny_model, made] and len(table["rows"]) == 1
+    assert [c["evaluation_id"] for c in table["rows"][0]["cells"]] == [before.pk, after.pk]
+    for url in (reverse("training:run", args=[run.pk]), reverse("registry:detail", args=[made.slug])):
+        html = client.get(url).content.decode()
+        assert "Sums (held_out, k=2)" in html, url  # the "what each step changed" row, base vs GRPO
+    # a second run of the same base model on the same settings reuses the "before" measurement
+    again = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=FAST,
+                                     lora=False, pass_k=2, enqueue=False)
+    assert again.data["heldout"]["before"] == before.pk
 
 
 def test_lora_is_merged_into_the_registered_weights(user, tiny_model, arithmetic_set):
@@ -80,12 +122,17 @@ def test_lora_is_merged_into_the_registered_weights(user, tiny_model, arithmetic
     assert Metric.objects.filter(run=run).last().extra["kl"] is not None
 
 
-def test_a_task_the_model_never_solves_is_stopped_with_the_librarys_message(user, tiny_model, arithmetic_set):
+def test_a_task_the_model_never_solves_is_stopped_with_the_librarys_message(client, user, tiny_model,
+                                                                          arithmetic_set):
     run = make(user, tiny_model, arithmetic_set, steps=50, flat_steps=2)
     assert train(run) == "stopped: flat rewards"
     run.refresh_from_db()
     assert run.status == Run.Status.FAILED and run.step == 2
     assert "every answer scored 0" in run.reason and "nothing was being learned" in run.reason
+    client.force_login(user)
+    page = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert 'role="alert"' in page and "nothing was being learned" in page  # the dashboard says why it stopped
+    assert run.data["heldout"].get("after") is None  # no model registered, so no "after" evaluation
 
 
 def test_a_nan_reward_fails_the_run_with_its_message(user, tiny_model, arithmetic_set, monkeypatch):

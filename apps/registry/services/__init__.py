@@ -17,7 +17,7 @@ from apps.registry.services.exports import (model_export_cancel, model_export_cr
 from apps.registry.services.imports import (SMOLLM2_DESCRIPTION, SMOLLM2_NAME, import_source_check,
                                             model_import_cancel, model_import_create, model_import_file,
                                             model_import_run, model_seed_defaults, smollm2_gguf_path)
-from apps.registry.services.lineage import model_promote, model_register_derived
+from apps.registry.services.lineage import model_copy_tokenizer_files, model_promote, model_register_derived
 from apps.registry.services.rows import model_check_name, model_delete, model_set_status, model_update
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "model_export_cancel", "model_export_create", "model_export_format_check", "model_export_run",
     "SMOLLM2_DESCRIPTION", "SMOLLM2_NAME", "import_source_check", "model_import_cancel", "model_import_create",
     "model_import_file", "model_import_run", "model_seed_defaults", "smollm2_gguf_path",
-    "model_promote", "model_register_derived",
+    "model_copy_tokenizer_files", "model_promote", "model_register_derived",
     "model_check_name", "model_delete", "model_set_status", "model_update",
 ]

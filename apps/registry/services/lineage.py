@@ -14,12 +14,14 @@ from django.core.exceptions import PermissionDenied
 from apps.registry.errors import RegistryError
 from apps.registry.models import Model
 from apps.registry.services.rows import architecture_of, finish_files, model_check_name, unique_name, unique_slug
-from apps.registry.weights import WeightsFileError, copy_tensors
+from apps.registry.weights import WeightsFileError, copy_tensors, merge_lora_tensors
 from apps.system import files
 from apps.tokenization.selectors import tokenizer_runtime
+from apps.training.finetune import sft_model_format
 from apps.training.permissions import run_may_view
 from workers.gpt.config import GPTConfig, param_count
 from workers.gpt.formats.llmlab import sidecar_path
+from workers.gpt.tokenizers import TokenizerError
 
 
 def model_promote(*, checkpoint, user, name: str = "", description: str = "") -> Model:
@@ -33,6 +35,8 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
     if not src.exists() or not sidecar_path(src).exists():
         raise RegistryError(f"The checkpoint at step {checkpoint.step} is no longer on disk (rotated away?): promote "
                             f"a newer one.", status=409)
+    if run.kind != run.Kind.PRETRAIN:
+        return _promote_derived(checkpoint=checkpoint)
     name = model_check_name(name) if name.strip() else unique_name(f"{run.name} · step {checkpoint.step}")
     cfg = GPTConfig.from_dict(run.model_config)
     tmp = files.temp_dir(files.artifact_path("models"), "promote")
@@ -70,6 +74,55 @@ def model_promote(*, checkpoint, user, name: str = "", description: str = "") ->
     )
 
 
+def _promote_derived(*, checkpoint) -> Model:
+    """A checkpoint of a fine-tuning or GRPO run becomes the model the run registers when it ends, through the same
+    service: `<base>-sft` (its tokenizer, ChatML when added, and chat template: finetune.sft_model_format) or
+    `<base>-grpo`, lineage base model -> data set -> run, a draft of the run's owner. LoRA adapters are merged into
+    the weights (weights.merge_lora_tensors), the optimizer state stays behind."""
+    run = checkpoint.run
+    base = run.base_model
+    if base is None:
+        raise RegistryError(f"The base model of this run ({run.data.get('base_model', '?')}) was deleted, so its "
+                            f"tokenizer and chat template are unknown: this checkpoint cannot become a model.",
+                            status=409)
+    src = checkpoint.file
+    tmp = files.temp_dir(files.artifact_path("models"), "promote")
+    try:
+        lora = run.lora
+        weights = tmp / src.name
+        renames = {}
+        if lora:
+            renames = merge_lora_tensors(src, weights, scale=lora["alpha"] / lora["r"],
+                                         keep=lambda key: key.startswith("model."))
+        else:
+            copy_tensors(src, weights, keep=lambda key: key.startswith("model."))
+        sidecar = json.loads(sidecar_path(src).read_text())
+        aliases = {renames.get(k, k): renames.get(v, v) for k, v in (sidecar.get("aliases") or {}).items()}
+        fmt = sft_model_format(base=base) if run.kind == run.Kind.SFT else {}
+        sidecar.update(optimizer=None, rng_state={}, aliases=aliases,
+                       tokenizer=fmt["tokenizer_spec"] if fmt else base.tokenizer_spec,
+                       extra={"run_id": run.pk, "promoted_from": {"run": run.pk, "run_name": run.name,
+                                                                  "step": checkpoint.step}})
+        files.write_json(sidecar_path(weights), sidecar)
+        model_copy_tokenizer_files(base=base, into=tmp)
+    except (WeightsFileError, TokenizerError, ValueError) as e:
+        files.remove(tmp)
+        raise RegistryError(f"The checkpoint at step {checkpoint.step} cannot become a model: {e}", status=409) \
+            from None
+    except BaseException:
+        files.remove(tmp)
+        raise
+    return model_register_derived(run=run, weights_dir=tmp, weights_name=src.name, suffix=run.kind,
+                                  step=checkpoint.step, val_loss=checkpoint.val_loss, **fmt)
+
+
+def model_copy_tokenizer_files(*, base: Model, into: Path) -> None:
+    """Copy an imported base model's tokenizer folder into `into` (the folder a derived model is being written to):
+    a derived model's spec points at its own models/<id>/tokenizer (see rows.finish_files)."""
+    if (base.tokenizer_spec or {}).get("kind") == "imported":
+        shutil.copytree(base.directory / "tokenizer", Path(into) / "tokenizer")
+
+
 def _endoftext_id(tokenizer) -> int | None:
     specials = tokenizer.special_tokens or []
     if "<|endoftext|>" not in specials:
@@ -90,10 +143,11 @@ def model_register_derived(*, run, weights_dir: Path, weights_name: str, suffix:
     owner (e.g. SmolLM2-135M-Instruct-grpo; a number is added when the name is taken).
 
     What the caller leaves out is the base model's: the model config (run.model_config), tokenizer spec, chat
-    template and stop ids. An SFT run passes its own (it may add ChatML's tokens, which grows the vocabulary). An
-    imported tokenizer's files travel with the model (copied from the base unless `weights_dir` holds them). The
-    lineage says base model -> data set -> run -> this model. All or nothing: the folder is moved into models/<id>/
-    with the row, or removed."""
+    template and stop ids; an SFT run passes its own (finetune.sft_model_format: it may add ChatML's tokens, which
+    grows the vocabulary). An imported tokenizer's files must be in `weights_dir` already
+    (model_copy_tokenizer_files). The lineage says base model -> data set -> run -> this model; an SFT model's
+    description says how it was trained. All or nothing: the folder is moved into models/<id>/ with the row, or
+    removed."""
     weights_dir = Path(weights_dir)
     base = run.base_model
     inherited = (tokenizer_spec, chat_template, stop_ids)
@@ -103,12 +157,6 @@ def model_register_derived(*, run, weights_dir: Path, weights_name: str, suffix:
                             status=409)
     base_name = base.name if base is not None else run.data.get("base_model") or "model"
     spec = dict(tokenizer_spec if tokenizer_spec is not None else base.tokenizer_spec)
-    try:
-        if spec.get("kind") == "imported" and not (weights_dir / "tokenizer").exists():
-            shutil.copytree(files.artifact_path(base.tokenizer_spec["path"]), weights_dir / "tokenizer")
-    except BaseException:
-        files.remove(weights_dir)
-        raise
     # an imported tokenizer gets its own row in finish_files; the others are shared rows
     tokenizer = None if spec.get("kind") == "imported" else (run.tokenizer or (base.tokenizer if base else None))
     cfg = GPTConfig.from_dict(dict(config if config is not None else run.model_config))
@@ -117,8 +165,12 @@ def model_register_derived(*, run, weights_dir: Path, weights_name: str, suffix:
                "corpus_id": run.corpus_id, "tokenizer": spec.get("name"), "run": run.name, "run_id": run.pk,
                "kind": run.kind, "step": step}
     detail = {"format": "llmlab", "file": weights_name, "kind": run.kind}
-    if run.data.get("sft"):
-        detail["finetune"] = run.data["sft"]
+    if sft := run.data.get("sft"):
+        detail["finetune"] = sft
+        how = f"LoRA r={sft['lora']['r']} merged" if sft.get("lora") else "full fine-tuning"
+        description = description or (
+            f"{base_name} fine-tuned on {lineage['corpus']} for {step:,} steps ({how}), loss on the assistant's "
+            f"tokens only" + (", ChatML added to its tokenizer." if sft.get("chatml_added") else "."))
     name = unique_name(f"{base_name}-{suffix}")
     return finish_files(
         tmp=weights_dir, weights_name=weights_name, name=name, slug=unique_slug(name), description=description,

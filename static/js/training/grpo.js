@@ -88,20 +88,6 @@ function renderProgress(p) {
   if (l.truncated != null) $("stat-truncated").textContent = l.truncated;
   if (l.sample_tokens_per_s != null) $("stat-tps").textContent = si(l.sample_tokens_per_s);
   if (l.ms != null) $("stat-ms").textContent = Math.round(l.ms);
-  if (l.heldout) renderHeldout(l.heldout);
-}
-
-function pct(v) { return v == null ? "—" : `${(100 * v).toFixed(1)}%`; }
-function renderHeldout(h) {
-  for (const which of ["before", "after"]) {
-    const e = h[which];
-    const tr = document.querySelector(`#grpo-heldout tr[data-which="${which}"]`);
-    if (!e || !tr) continue;
-    const td = tr.querySelectorAll("td");
-    td[0].textContent = pct(e.pass1);
-    td[1].textContent = `${pct(e.pass1_low)} – ${pct(e.pass1_high)}`;
-    td[2].textContent = `${pct(e.passk)} (k=${e.k})`;
-  }
 }
 
 // the answers panel is drawn by its template: fetch it again (at most every 2 s) when a step's groups arrive
@@ -152,9 +138,6 @@ function handle(m) {
       break;
     case "rollout":
       refreshRollouts();
-      break;
-    case "heldout":
-      renderHeldout(m.heldout);
       break;
     case "status":
     case "checkpoint":

@@ -131,3 +131,26 @@ def test_the_metrics_json_carries_the_grpo_extras(client, user, tiny_model, arit
     client.force_login(user)
     data = client.get(f"/training/runs/{run.pk}/metrics.json").json()
     assert data["step_fields"][-1] == "extra" and data["steps"][0][-1] == {"reward": 0.5, "accuracy": 0.25}
+
+
+def test_heldout_prompts_that_leave_no_room_for_an_answer_skip_the_heldout_evaluation_with_why(
+        client, user, arithmetic_set):
+    """GRPO cuts an answer at the context (and counts it); an evaluation refuses instead, since a cut answer scores
+    nothing: the run is queued and its held-out panel says why there is no before/after."""
+    from apps.corpora.tasksets import taskset_problems
+
+    longest = max(len(p.prompt) for p in taskset_problems(corpus=arithmetic_set, split="held_out"))
+    model = tiny_registry_model(owner=user, name="short", block_size=longest + 2)
+    run = grpo_app.grpo_run_create(owner=user, base_model=model, corpus=arithmetic_set,
+                                   grpo_config=SETTINGS | {"max_new_tokens": 4})
+    assert "do not fit" in run.data["heldout"]["skipped"] and "before" not in run.data["heldout"]
+    assert run.events.filter(kind="warning", message__startswith="Held-out accuracy will not be measured").exists()
+    client.force_login(user)
+    panel = client.get(f"/training/runs/{run.pk}/heldout/")
+    assert panel.status_code == 200 and "do not fit" in panel.content.decode()
+
+
+def test_the_heldout_panel_of_another_users_run_is_absent(client, user, other_user, tiny_model, arithmetic_set):
+    run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
+    client.force_login(other_user)
+    assert client.get(f"/training/runs/{run.pk}/heldout/").status_code == 404

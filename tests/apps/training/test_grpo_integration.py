@@ -3,6 +3,7 @@ which dispatches on run.kind to the GRPO glue, trains a tiny model for a few ste
 
 import pytest
 
+from apps.evals.models import Evaluation
 from apps.registry.models import Model
 from apps.training import grpo as grpo_app
 from apps.training.models import Metric, Rollout, Run
@@ -24,5 +25,7 @@ def test_a_grpo_run_trains_on_a_real_worker_and_registers_its_model(processes, u
     assert run.status == Run.Status.SUCCEEDED, run.reason
     assert list(Metric.objects.filter(run=run).values_list("step", flat=True)) == [1, 2, 3]
     assert Rollout.objects.filter(run=run).count() == 3
-    assert run.latest["heldout"]["after"]["step"] == 3
+    heldout = run.data["heldout"]  # the evaluation jobs of the base model and of the result, on the infer queue
+    assert Evaluation.objects.get(pk=heldout["after"]).model == Model.objects.get(run=run)
+    assert Evaluation.objects.get(pk=heldout["before"]).model == tiny_model
     assert Model.objects.get(run=run).name == "tiny-chat-grpo" and run.worker == "train@grpo"
