@@ -12,7 +12,7 @@ from the last checkpoint, time limit and dashboard events. What differs is only 
 
 At every evaluation the sample is the model's greedy answers to three fixed validation prompts, stopped at the
 end-of-turn token. When the run succeeds, LoRA is merged into the weights and the result is registered as a new
-model `<base>-sft` (apps.registry.services.model_register_finetune), with ChatML's template and stop id, and a
+model `<base>-sft` (apps.registry.services.model_register_derived), with ChatML's template and stop id, and a
 tokenizer spec marked "chatml" so that every loader adds the same two tokens again (conversations.with_chatml is
 deterministic: their ids are the base vocabulary's size and the next).
 """
@@ -24,7 +24,7 @@ import logging
 from apps.corpora.conversations import conversations_load
 from apps.registry.models import Model
 from apps.registry.selectors import model_tokenizer
-from apps.registry.services import RegistryError, model_copy_tokenizer_files, model_register_finetune
+from apps.registry.services import RegistryError, model_copy_tokenizer_files, model_register_derived
 from apps.system import files
 from apps.training import lease
 from apps.training.finetune import sft_model_format
@@ -149,8 +149,9 @@ class FinetuneJob(TrainingJob):
         except BaseException:
             files.remove(tmp)
             raise
-        return model_register_finetune(run=self.run, tmp=tmp, weights_name=path.name, config=model.config.to_dict(),
-                                       step=state.step, val_loss=finite(state.val_loss), **fmt)
+        return model_register_derived(run=self.run, weights_dir=tmp, weights_name=path.name, suffix="sft",
+                                      step=state.step, config=model.config.to_dict(), val_loss=finite(state.val_loss),
+                                      **fmt)
 
 
 def _prompt(messages: list[dict], tokenizer, template: str) -> tuple[str, list[int]]:

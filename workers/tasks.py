@@ -76,6 +76,16 @@ def model_import(import_id: int) -> str:
     return job.status if job is not None else "skipped"
 
 
+@shared_task
+def model_export(export_id: int) -> str:
+    """Write a registry model as a zipped Hugging Face directory (apps.registry.services.model_export_create queues
+    it)."""
+    from apps.registry.services import model_export_run
+
+    job = model_export_run(export_id=export_id)
+    return job.status if job is not None else "skipped"
+
+
 # Evaluation (queue `infer`: it shares the warm model cache with generation).
 
 

@@ -12,3 +12,7 @@ class RegistryError(ValueError):
 
 class ImportCancelled(Exception):
     pass
+
+
+class ExportCancelled(Exception):
+    pass

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from apps.system import files
 from apps.system.models import Job
@@ -117,6 +118,11 @@ def model_dir(model_id: int) -> str:
     return f"models/{model_id}"
 
 
+def export_dir(model_id: int) -> str:
+    """Where a model's exported archives live, relative to ARTIFACTS_DIR (removed with the model)."""
+    return f"exports/{model_id}"
+
+
 class ModelImport(Job):
     """An import job: a file (or a Hugging Face directory) being converted by an infer worker. The model row is made
     only when it succeeds, so a refused file leaves no model behind; this row keeps the reason for the page."""
@@ -135,3 +141,32 @@ class ModelImport(Job):
 
     def __str__(self) -> str:
         return f"import {self.name} ({self.status})"
+
+
+class ModelExport(Job):
+    """A model written out in another layout (a zip of a Hugging Face directory) by an infer worker, for download.
+
+    One archive per model and format: a second request while one runs gets the running job, and one after it
+    succeeded gets the finished archive (a model's weights never change). The archive lands at `path` (relative to
+    ARTIFACTS_DIR, under exports/<model id>/) only when complete."""
+
+    class Format(models.TextChoices):
+        HF = "hf", _("Hugging Face layout (.zip)")
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=10, choices=Format.choices, default=Format.HF)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="model_exports", help_text="who asked for it (None: a visitor)")
+    phase = models.CharField(max_length=80, blank=True)
+    path = models.CharField(max_length=300, blank=True, help_text="the archive, relative to ARTIFACTS_DIR")
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"export {self.model_id} {self.format} ({self.status})"
+
+    @property
+    def file(self) -> Path | None:
+        return files.artifact_path(self.path) if self.path else None

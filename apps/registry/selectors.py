@@ -8,7 +8,7 @@ from pathlib import Path
 from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
-from apps.registry.models import Model, ModelImport
+from apps.registry.models import Model, ModelExport, ModelImport
 from apps.registry.errors import RegistryError
 from apps.system import files
 from apps.tokenization.models import Tokenizer
@@ -156,3 +156,25 @@ def import_list(*, user) -> QuerySet[ModelImport]:
     if user is None or not user.is_authenticated or not user.is_staff:
         return ModelImport.objects.none()
     return ModelImport.objects.select_related("model", "owner")[:20]
+
+
+def model_exports(*, model: Model) -> list[ModelExport]:
+    """The latest export of the model in each format (what its page shows: progress, the error, or the download)."""
+    latest: dict[str, ModelExport] = {}
+    for job in ModelExport.objects.filter(model=model).select_related("owner"):
+        latest.setdefault(job.format, job)
+    return list(latest.values())
+
+
+def model_export_get(*, model: Model, export_id: int) -> ModelExport:
+    job = ModelExport.objects.filter(model=model, pk=export_id).select_related("model").first()
+    if job is None:
+        raise RegistryError(f"{model.name} has no export {export_id}.", status=404)
+    return job
+
+
+def model_export_may_cancel(*, job: ModelExport, user) -> bool:
+    """Who asked for the export, the model's owner, and staff."""
+    if user is None or not user.is_authenticated:
+        return False
+    return user.is_staff or user.pk in (job.owner_id, job.model.owner_id)

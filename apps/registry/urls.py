@@ -13,5 +13,8 @@ urlpatterns = [
     path("<slug:slug>/", views.model_detail, name="detail"),
     path("<slug:slug>/status/", views.model_status, name="status"),
     path("<slug:slug>/download/<str:kind>/", views.model_download, name="download"),
-    path("<slug:slug>/export.zip", views.model_export, name="export"),
+    path("<slug:slug>/export/", views.model_export, name="export"),
+    path("<slug:slug>/exports/", views.model_exports, name="exports"),
+    path("<slug:slug>/exports/<int:export_id>/cancel/", views.model_export_cancel, name="export_cancel"),
+    path("<slug:slug>/exports/<int:export_id>/download/", views.model_export_download, name="export_download"),
 ]

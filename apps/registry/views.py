@@ -1,17 +1,14 @@
-import shutil
-import tempfile
-from pathlib import Path
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.registry import selectors, services
 from apps.registry.forms import ImportForm
-from apps.registry.models import Model, ModelImport
+from apps.registry.models import Model, ModelExport, ModelImport
 from apps.registry.services import RegistryError
 from apps.training.selectors import RunNotFound, checkpoint_get
 
@@ -34,12 +31,16 @@ def model_list(request):
 
 @require_GET
 def model_detail(request, slug):
-    model = _get(slug, request.user)
+    return _detail(request, _get(slug, request.user))
+
+
+def _detail(request, model: Model, *, export_error: str = "", status: int = 200):
     return render(request, "registry/detail.html", {
-        "model": model, "summary": selectors.model_summary(model), "lineage": selectors.model_lineage(model),
+        "summary": selectors.model_summary(model), "lineage": selectors.model_lineage(model),
         "files": selectors.model_files(model), "may_change": selectors.model_may_change(model=model, user=request.user),
         "config": sorted(model.config.items()), "api_base": request.build_absolute_uri("/v1"),
-    })
+        **_exports_context(request, model, export_error),
+    }, status=status)
 
 
 @require_POST
@@ -68,32 +69,69 @@ def model_download(request, slug, kind):
     return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{model.slug}-{path.name}")
 
 
-@require_GET
-def model_export(request, slug):
-    """The model in the Hugging Face layout (config.json, model.safetensors, tokenizer.json), zipped."""
-    from workers.gpt.formats import ImportRefused
-    from workers.gpt.formats.hf import export_hf
+# ------------------------------------------------------------------------------------------------------- export
 
+
+def _exports_context(request, model: Model, error: str = "") -> dict:
+    jobs = selectors.model_exports(model=model)
+    return {"model": model, "export_error": error, "export_formats": ModelExport.Format.choices,
+            "exports": [{"job": j, "may_cancel": selectors.model_export_may_cancel(job=j, user=request.user)}
+                        for j in jobs],
+            "exports_polling": any(j.active for j in jobs)}
+
+
+def _exports(request, model: Model, *, error: str = "", status: int = 200):
+    """After an export action: the #exports fragment for htmx, the model page otherwise."""
+    if request.htmx:
+        return render(request, "registry/_exports.html", _exports_context(request, model, error), status=status)
+    if error:
+        return _detail(request, model, export_error=error, status=status)
+    return redirect("registry:detail", slug=model.slug)
+
+
+@require_POST
+def model_export(request, slug):
+    """Start an export (or find the running or finished one) of the model in the format asked for."""
     model = _get(slug, request.user)
-    work = Path(tempfile.mkdtemp(prefix="llmlab-export-"))
     try:
-        tok = selectors.model_tokenizer(model)
-        target = work / model.slug
-        try:
-            export_hf(model.file, target, tokenizer=tok if hasattr(tok, "mergeable_ranks") else None,
-                      chat_template=model.chat_template or None, stop_ids=model.stop_ids)
-        except ImportRefused as e:
-            messages.error(request, f"{model.name} cannot be exported to the Hugging Face layout: {e}")
-            return redirect("registry:detail", slug=model.slug)
-        archive = shutil.make_archive(str(work / model.slug), "zip", root_dir=work, base_dir=model.slug)
-        handle = open(archive, "rb")
-    finally:
-        shutil.rmtree(work / model.slug, ignore_errors=True)
-    response = FileResponse(handle, as_attachment=True, filename=f"{model.slug}-hf.zip")
-    # the zip is unlinked once the response is closed; the open handle keeps it readable until then
-    Path(archive).unlink()
-    shutil.rmtree(work, ignore_errors=True)
-    return response
+        job, new = services.model_export_create(model=model, user=request.user, fmt=request.POST.get("format"))
+    except RegistryError as e:
+        return _exports(request, model, error=str(e), status=e.status)
+    if not request.htmx:
+        messages.success(request, (_("Exporting %(model)s: an infer worker writes the archive; follow it below.")
+                                   % {"model": model.name}) if new else _("This export is already under way or done."))
+    return _exports(request, model)
+
+
+@require_GET
+def model_exports(request, slug):
+    return render(request, "registry/_exports.html", _exports_context(request, _get(slug, request.user)))
+
+
+def _export_job(model: Model, export_id: int) -> ModelExport:
+    try:
+        return selectors.model_export_get(model=model, export_id=export_id)
+    except RegistryError:
+        raise Http404 from None
+
+
+@require_POST
+def model_export_cancel(request, slug, export_id):
+    model = _get(slug, request.user)
+    services.model_export_cancel(job=_export_job(model, export_id), user=request.user)  # PermissionDenied: 403
+    return _exports(request, model)
+
+
+@require_GET
+def model_export_download(request, slug, export_id):
+    model = _get(slug, request.user)
+    job = _export_job(model, export_id)
+    if job.status != ModelExport.Status.SUCCEEDED or job.file is None or not job.file.exists():
+        raise Http404
+    return FileResponse(open(job.file, "rb"), as_attachment=True, filename=f"{model.slug}-{job.format}.zip")
+
+
+# ------------------------------------------------------------------------------------------------------ promote
 
 
 @login_required

@@ -149,7 +149,7 @@ def sft_check(*, user, base: Model, corpus: Corpus, max_steps: int, batch_size: 
 
 def sft_model_format(*, base: Model) -> dict:
     """How the model a fine-tune of `base` makes reads and ends text: {"tokenizer_spec", "chat_template",
-    "stop_ids"} for model_register_finetune. The base model's own template and stop ids, or ChatML: the spec marked
+    "stop_ids"} for model_register_derived. The base model's own template and stop ids, or ChatML: the spec marked
     "chatml" (every loader adds its two tokens again, with the same ids) and <|im_end|> as the stop id. The worker's
     registration at the end of a run and a promoted checkpoint both use this, so the two models are alike."""
     tok, template, eot = conversation_format(tokenizer=model_tokenizer(base), chat_template=base.chat_template)

@@ -34,7 +34,7 @@ def test_a_symlink_leading_outside_the_roots_is_refused_and_queues_nothing(roots
     allowed, outside = roots
     link = allowed / "model.gguf"
     link.symlink_to(tiny_gguf(outside))
-    monkeypatch.setattr(services, "_enqueue_import", lambda import_id: pytest.fail("nothing may be queued"))
+    monkeypatch.setattr(services.imports, "_enqueue_import", lambda import_id: pytest.fail("nothing may be queued"))
     with pytest.raises(RegistryError, match="outside the folders imports may read from"):
         services.model_import_create(user=staff, source_path=str(link), name="Linked")
     assert not ModelImport.objects.exists()
@@ -68,7 +68,7 @@ def test_the_import_command_refuses_a_link_outside_the_roots(roots):
 
 def test_a_file_inside_the_roots_is_accepted(roots, staff, monkeypatch):
     allowed, _ = roots
-    monkeypatch.setattr(services, "_enqueue_import", lambda import_id: None)
+    monkeypatch.setattr(services.imports, "_enqueue_import", lambda import_id: None)
     job = services.model_import_create(user=staff, source_path=str(tiny_gguf(allowed)), name="Fine")
     assert job.status == ModelImport.Status.QUEUED
 

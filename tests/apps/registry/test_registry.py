@@ -1,11 +1,8 @@
 """The model registry: imports (and refusals), promotion from a run, who sees and changes what, the admin."""
 
-import io
 import json
-import zipfile
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 
 from apps.registry import selectors, services
@@ -17,21 +14,6 @@ from workers.gpt.config import GPTConfig, param_count
 from workers.gpt.formats import ImportRefused
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff():
-    return User.objects.create_user("staff", password="pw-staff-1234", is_staff=True)
-
-
-@pytest.fixture
-def ada():
-    return User.objects.create_user("ada", password="pw-ada-1234")
-
-
-@pytest.fixture
-def bob():
-    return User.objects.create_user("bob", password="pw-bob-1234")
 
 
 def models_dir():
@@ -75,7 +57,7 @@ def test_a_corrupt_file_is_refused_with_the_reason_and_leaves_nothing_behind(tmp
 
 def test_an_import_job_records_success_and_failure_for_the_page(tmp_path, staff, monkeypatch, settings):
     settings.REGISTRY_IMPORT_ROOTS = [tmp_path]
-    monkeypatch.setattr(services, "_enqueue_import", lambda import_id: None)  # the worker's part is called below
+    monkeypatch.setattr(services.imports, "_enqueue_import", lambda import_id: None)  # the worker's part is called below
     good = services.model_import_create(user=staff, source_path=str(tiny_gguf(tmp_path)), name="From a job",
                                         publish=True)
     services.model_import_run(import_id=good.pk)
@@ -108,10 +90,10 @@ def test_the_import_page_refuses_a_pickle_upload(client, staff):
 
 def test_seeding_imports_smollm2_once_and_then_only_checks(tmp_path, monkeypatch):
     source = tiny_gguf(tmp_path)
-    monkeypatch.setattr(services, "smollm2_gguf_path", lambda: source)
+    monkeypatch.setattr(services.imports, "smollm2_gguf_path", lambda: source)
     calls = []
     real = services.model_import_file
-    monkeypatch.setattr(services, "model_import_file", lambda **kw: calls.append(1) or real(**kw))
+    monkeypatch.setattr(services.imports, "model_import_file", lambda **kw: calls.append(1) or real(**kw))
     first = services.model_seed_defaults()
     assert first.status == Model.Status.PUBLISHED and first.owner is None
     assert services.model_seed_defaults().pk == first.pk and len(calls) == 1
@@ -167,16 +149,6 @@ def test_the_detail_page_offers_downloads_that_match_the_files(tmp_path, client)
     assert client.get(f"/models/{model.slug}/download/secrets/").status_code == 404
 
 
-def test_export_gives_a_hugging_face_directory_as_a_zip(tmp_path, client):
-    model = make_model(tmp_path, name="Exportable")
-    response = client.get(f"/models/{model.slug}/export.zip")
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
-    names = set(archive.namelist())
-    assert {f"{model.slug}/config.json", f"{model.slug}/model.safetensors", f"{model.slug}/tokenizer.json"} <= names
-    config = json.loads(archive.read(f"{model.slug}/config.json"))
-    assert config["model_type"] == "llama" and config["num_key_value_heads"] == 2
-
-
 # ------------------------------------------------------------------------------------------------------- admin
 
 
@@ -227,34 +199,6 @@ def test_admin_delete_asks_first_then_removes_the_files(tmp_path, staff, client,
 
 
 # ------------------------------------------------------------------------------------------- promote from a run
-
-
-@pytest.fixture
-def run_checkpoint(ada):
-    """A finished training run of ada's with one checkpoint on disk (weights + AdamW state), GPT-2 tokenizer."""
-    import torch
-
-    from apps.tokenization.models import Tokenizer
-    from apps.training.models import Checkpoint, Run
-    from workers.gpt.checkpoint import save_checkpoint
-    from workers.gpt.model import GPT
-
-    tokenizer = Tokenizer.objects.create(name="gpt2", kind="tiktoken", builtin=True, status="succeeded",
-                                         special_tokens=["<|endoftext|>"], n_vocab=50257)
-    cfg = GPTConfig(vocab_size=50304, block_size=16, n_layer=1, n_head=2, n_embd=16)
-    run = Run.objects.create(owner=ada, name="tiny run", tokenizer=tokenizer, model_config=cfg.to_dict(),
-                             train_config={"max_steps": 10, "batch_size": 1, "grad_accum": 1}, status="succeeded",
-                             data={"corpus": "Shakespeare", "tokenizer": "gpt2"}, step=10, val_loss=2.5)
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    optimizer = torch.optim.AdamW(model.parameters())
-    model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))[1].backward()
-    optimizer.step()
-    path = save_checkpoint(run.directory, model=model, step=10, optimizer=optimizer, losses={"val": 2.5},
-                           tokenizer={"id": tokenizer.pk, "name": "gpt2"})
-    ckpt = Checkpoint.objects.create(run=run, step=10, path=files.artifact_relative(path), val_loss=2.5,
-                                     size_bytes=path.stat().st_size)
-    return ckpt, model
 
 
 def test_promoting_a_checkpoint_copies_only_the_weights_and_keeps_the_lineage(run_checkpoint, ada, client):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -276,11 +276,18 @@ def hf_architecture(cfg: GPTConfig) -> str:
 
 
 def export_hf(checkpoint: str | Path, directory: str | Path, *, tokenizer: Tokenizer | None = None,
-              chat_template: str | None = None, stop_ids: Iterable[int] = ()) -> Path:
+              chat_template: str | None = None, stop_ids: Iterable[int] = (),
+              on_progress: Callable[[float, str], None] | None = None) -> Path:
     """Write a checkpoint as a Hugging Face directory: config.json, model.safetensors, and tokenizer.json (+
-    tokenizer_config.json) when a byte-level tokenizer is given. transformers' from_pretrained loads it."""
+    tokenizer_config.json) when a byte-level tokenizer is given. transformers' from_pretrained loads it.
+
+    on_progress(fraction, phase) is called before each step (reading, writing the weights, the tokenizer) and may
+    raise to stop; what was written into `directory` is then the caller's to remove."""
+    progress = on_progress or (lambda fraction, phase: None)
+    progress(0.0, "reading the weights")
     cfg, state, meta = read_checkpoint(checkpoint)
     arch = hf_architecture(cfg)
+    progress(0.3, "converting to the Hugging Face names")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stop_ids = list(stop_ids)
@@ -301,10 +308,13 @@ def export_hf(checkpoint: str | Path, directory: str | Path, *, tokenizer: Token
                   "rope_theta": cfg.rope_theta, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
                   **common}
         out = _to_hf_llama(cfg, state)
+    progress(0.4, "writing model.safetensors")
     write_safetensors(directory / "model.safetensors", out, metadata={"format": "pt"})
     atomic_write_bytes(directory / "config.json", (json.dumps(hf_cfg, indent=2) + "\n").encode())
     if tokenizer is not None:
+        progress(0.8, "writing tokenizer.json")
         write_tokenizer_json(tokenizer, directory, chat_template=chat_template, eos_id=common["eos_token_id"])
+    progress(1.0, "written")
     return directory
 
 
