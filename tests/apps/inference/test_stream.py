@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from apps.inference import realtime, services
 from apps.inference.models import Generation
 from tests.apps.registry.factories import make_model
-from tests.apps.registry.test_registry import ada, run_checkpoint  # noqa: F401  (fixtures)
+from tests.apps.registry.conftest import ada, run_checkpoint  # noqa: F401  (fixtures)
 from tests.conftest import run_async
 from workers import inference
 from workers.model_cache import ModelCache, model_spec
