@@ -79,7 +79,8 @@ def test_grpo_raises_held_out_accuracy_of_smollm2(smollm2_checkpoint):
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nGRPO on SmolLM2-135M-Instruct, {TASK} difficulty {DIFFICULTY} ({INSTRUCTION}), G={cfg.group_size}, "
           f"lr {LR:g}: held-out pass@1 {fmt(before)} -> {fmt(after)} on {after['n']} problems after {state.step} steps "
-          f"in {minutes:.1f} min ({device}); median step {sorted(r['ms'] for r in curve)[len(curve) // 2] / 1000:.1f} s")
+          f"in {minutes:.1f} min ({device}); median step "
+          f"{sorted(r['ms'] for r in curve)[len(curve) // 2] / 1000:.1f} s")
     print("step  reward  accuracy  length  entropy")
     for r in curve[::max(1, len(curve) // 20)]:
         print(f"{r['step']:4d}  {r['reward_mean']:6.3f}  {r['accuracy']:8.3f}  {r['response_length']:6.1f}  "

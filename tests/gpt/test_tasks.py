@@ -3,8 +3,8 @@ import json
 import pytest
 
 from workers.gpt.tasks import (
-    INSTRUCTION, INSTRUCTIONS, TASKS, Problem, TaskError, check, evaluate_expression, extract_answer, last_number, problems_from_jsonl,
-    split_problems, task_problems,
+    INSTRUCTION, INSTRUCTIONS, TASKS, Problem, TaskError, check, evaluate_expression, extract_answer, last_number,
+    problems_from_jsonl, split_problems, task_problems,
 )
 
 

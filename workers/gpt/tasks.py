@@ -113,7 +113,8 @@ def task_problems(task: str, *, split: str = "train", n: int = 100, difficulty: 
             continue
         seen.add(key)
         if instruction != "think":
-            problem = dataclasses.replace(problem, prompt=problem.prompt.replace(INSTRUCTION, INSTRUCTIONS[instruction]))
+            problem = dataclasses.replace(problem,
+                                          prompt=problem.prompt.replace(INSTRUCTION, INSTRUCTIONS[instruction]))
         problems.append(problem)
     return problems
 
