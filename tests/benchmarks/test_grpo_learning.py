@@ -11,12 +11,13 @@ loop, without the database. BENCH_GRPO_TASK / _DIFFICULTY / _INSTRUCTION / _MINU
 another setting; a task whose starting accuracy falls outside the band is skipped with the measured figure, so the
 setting can be moved.
 
-Why this setting (measured on SmolLM2-135M-Instruct, greedy, raw answers read): two-digit arithmetic ("48 + 87")
-is 0 % because the model cannot add them ("48 + 87 = 295"), not because of the parser; letter counting of short
-words is ~80 % (it answers "1 time" to everything); one-digit arithmetic is ~45 % but only 40 such problems are held
-out. Arithmetic level 1 (two numbers 0-30, + or a non-negative -) with the short instruction has ~290 held-out
-problems and answers of ~20 tokens ("The answer is 23."), so a step is cheap; what GRPO fixes first is the
-rambling ("To add 9 and 6, we need to follow the order of operations...") that ends on the wrong number.
+Why this setting (SmolLM2-135M-Instruct, greedy, raw answers read; 24-64 held-out problems each): two-digit
+arithmetic ("48 + 87") is 0 % because the model cannot add them ("48 + 87 = 295"), not because of the parser;
+letter counting of short words is ~79 % (it answers "1 time" to every word); one-digit arithmetic is ~46 % (about
+a fifth of it by echoing an operand last, "0 + 9 is a fundamental concept") but only 40 such problems are held
+out. Arithmetic level 1 (two numbers 0-30, + or a non-negative -) with the short instruction starts at ~21 %, has
+283 held-out problems, and its answers are ~11 tokens ("21 + 15 = 36."), so a step is cheap; the wrong answers
+are wrong sums ("20 + 4 = 6"), which sampled groups at temperature 1 get right often enough for GRPO to sharpen.
 """
 
 import os
