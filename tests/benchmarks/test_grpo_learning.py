@@ -17,7 +17,7 @@ letter counting of short words is ~79 % (it answers "1 time" to every word); one
 a fifth of it by echoing an operand last, "0 + 9 is a fundamental concept") but only 40 such problems are held
 out. Arithmetic level 1 (two numbers 0-30, + or a non-negative -) with the short instruction starts at ~21 %, has
 283 held-out problems, and its answers are ~11 tokens ("21 + 15 = 36."), so a step is cheap; the wrong answers
-are wrong sums ("20 + 4 = 6"), which sampled groups at temperature 1 get right often enough for GRPO to sharpen.
+are wrong sums ("20 + 4 = 6"): GRPO has to move the model toward the right sums its samples sometimes hold.
 """
 
 import os
