@@ -37,10 +37,10 @@ BENCHMARKS: dict[str, Benchmark] = {b.key: b for b in (
                     "Lines from the validation part of the corpus; chance is 25 %.",
         licence="MIT (the problems, this repository); the Shakespeare text is public domain (data/evals/README.md)"),
     Benchmark(
-        key="arithmetic-1", name=_("Arithmetic, one digit"), method="generate", splits=("held_out", "train"),
+        key="arithmetic-1", name=_("Arithmetic, small numbers"), method="generate", splits=("held_out", "train"),
         task="arithmetic", difficulty=1,
-        description="“What is 7 + 4?”: one operator between one-digit numbers, the answer checked as a number "
-                    "(a small set: 36 held-out problems).",
+        description="“What is 23 - 7?”: a sum or a non-negative difference of two numbers from 0 to 30, the answer "
+                    "checked as a number (about 290 held-out problems).",
         licence="generated here, seed 0 (MIT)"),
     Benchmark(
         key="arithmetic-2", name=_("Arithmetic, two digits"), method="generate", splits=("held_out", "train"),

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from workers.gpt.tasks import (
-    TASKS, Problem, TaskError, check, evaluate_expression, extract_answer, last_number, problems_from_jsonl,
-    split_problems, task_problems,
+    INSTRUCTION, INSTRUCTIONS, TASKS, Problem, TaskError, check, evaluate_expression, extract_answer, last_number,
+    problems_from_jsonl, split_problems, task_problems,
 )
 
 
@@ -52,6 +52,33 @@ def test_arithmetic_difficulty_grows_digits_and_operators():
     hard = task_problems("arithmetic", n=5, difficulty=5)[0].metadata["expression"]
     assert len(easy.split()) == 3 and len(hard.split()) == 7
     assert all(len(tok) == 3 for tok in hard.split()[::2])
+
+
+def test_arithmetic_level_1_is_small_numbers_without_negative_results_and_enough_to_measure():
+    held = task_problems("arithmetic", split="held_out", n=250, difficulty=1)  # >= 200 for the GRPO benchmark
+    for p in held:
+        a, op, b = p.metadata["expression"].split()
+        assert 0 <= int(a) <= 30 and 0 <= int(b) <= 30 and op in "+-"
+        assert int(p.answer) >= 0
+
+
+def test_the_short_instruction_changes_the_prompt_only():
+    think = task_problems("letters", split="held_out", n=20, difficulty=2, seed=4)
+    short = task_problems("letters", split="held_out", n=20, difficulty=2, seed=4, instruction="short")
+    assert [p.answer for p in think] == [p.answer for p in short]
+    assert [p.metadata for p in think] == [p.metadata for p in short]
+    assert all(INSTRUCTION in p.prompt for p in think)
+    assert all(INSTRUCTION not in p.prompt and p.prompt.endswith(INSTRUCTIONS["short"]) for p in short)
+    with pytest.raises(TaskError, match="unknown instruction"):
+        task_problems("letters", instruction="verbose")
+
+
+def test_a_short_answer_is_read_by_its_last_number():
+    # what SmolLM2-135M-Instruct writes to the short instruction (raw greedy answers)
+    p = task_problems("arithmetic", n=1, difficulty=1)[0]
+    assert check(p, f"The answer is {p.answer}.").correct
+    assert check(p, f"{p.metadata['expression']} = {p.answer}").correct
+    assert not check(p, f"{p.metadata['expression']} = {int(p.answer) + 1}").correct
 
 
 def test_letter_counting_counts_letters():

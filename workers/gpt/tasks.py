@@ -22,6 +22,7 @@ validates every line before returning anything, so a caller that saves its resul
 """
 
 import ast
+import dataclasses
 import hashlib
 import json
 import random
@@ -41,6 +42,9 @@ HELD_OUT_PERCENT = 20  # share of each task's problem space that belongs to the 
 
 INSTRUCTION = ("Think step by step inside <think> </think> tags, then give only the final answer inside "
                "<answer> </answer> tags.")
+# what follows the task statement: the R1 format (the default), or a short answer (cheap RL steps for a small model
+# that cannot yet keep the format; the checker then reads the last number)
+INSTRUCTIONS = {"think": INSTRUCTION, "short": "Answer in one short sentence."}
 MAX_EXPRESSION_CHARS = 200  # longer "expressions" are refused unparsed: nothing is worth parsing a megabyte for
 MAX_JSONL_LINES = 100_000
 MAX_PROMPT_CHARS = 20_000
@@ -80,9 +84,11 @@ class CheckResult:
 # ------------------------------------------------------------------------------------------------ generated tasks
 
 
-def task_problems(task: str, *, split: str = "train", n: int = 100, difficulty: int = 1,
-                  seed: int = 0) -> list[Problem]:
-    """n distinct problems of `task` from `split` ("train" or "held_out") at `difficulty` (1-5)."""
+def task_problems(task: str, *, split: str = "train", n: int = 100, difficulty: int = 1, seed: int = 0,
+                  instruction: str = "think") -> list[Problem]:
+    """n distinct problems of `task` from `split` ("train" or "held_out") at `difficulty` (1-5); `instruction`
+    ("think" or "short", INSTRUCTIONS) is what follows each task statement. It does not change which problems are
+    drawn or their split."""
     if task not in TASKS:
         raise TaskError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     if split not in SPLITS:
@@ -91,6 +97,8 @@ def task_problems(task: str, *, split: str = "train", n: int = 100, difficulty: 
         raise TaskError(f"difficulty ({difficulty!r}) must be an integer from 1 to 5")
     if not isinstance(n, int) or n < 1:
         raise TaskError(f"n ({n!r}) must be a positive number of problems")
+    if instruction not in INSTRUCTIONS:
+        raise TaskError(f"unknown instruction {instruction!r}: choose one of {', '.join(INSTRUCTIONS)}")
     make = {"arithmetic": _arithmetic, "countdown": _countdown, "letters": _letters}[task]
     rng = random.Random(f"{task}:{difficulty}:{seed}:{split}")  # str seeds hash the same in every process
     problems, seen = [], set()
@@ -104,6 +112,9 @@ def task_problems(task: str, *, split: str = "train", n: int = 100, difficulty: 
         if key in seen or in_held_out(key) != (split == "held_out"):
             continue
         seen.add(key)
+        if instruction != "think":
+            problem = dataclasses.replace(problem,
+                                          prompt=problem.prompt.replace(INSTRUCTION, INSTRUCTIONS[instruction]))
         problems.append(problem)
     return problems
 
@@ -113,17 +124,26 @@ def in_held_out(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100 < HELD_OUT_PERCENT
 
 
-# difficulty -> (digits per operand, number of operators, operators to draw from)
-ARITHMETIC_LEVELS = {1: (1, 1, "+-"), 2: (2, 1, "+-"), 3: (2, 2, "+-*"), 4: (3, 2, "+-*"), 5: (3, 3, "+-*")}
+# difficulty -> (digits per operand, number of operators, operators to draw from). Level 1 is the exception: two
+# numbers from 0 to SMALL_MAX, a sum or a difference that is never negative ("23 - 7", "5 + 18"); about 1,450
+# problems, so ~290 held out (one-digit numbers give only 200 problems, 40 held out: too few to measure a change)
+ARITHMETIC_LEVELS = {1: (2, 1, "+-"), 2: (2, 1, "+-"), 3: (2, 2, "+-*"), 4: (3, 2, "+-*"), 5: (3, 3, "+-*")}
+SMALL_MAX = 30
 
 
 def _arithmetic(rng: random.Random, difficulty: int) -> tuple[str, Problem]:
     digits, n_ops, ops = ARITHMETIC_LEVELS[difficulty]
-    lo = 0 if digits == 1 else 10 ** (digits - 1)
-    numbers = [rng.randint(lo, 10 ** digits - 1) for _ in range(n_ops + 1)]
-    expr = str(numbers[0])
-    for x in numbers[1:]:
-        expr += f" {rng.choice(ops)} {x}"
+    if difficulty == 1:
+        a, b, op = rng.randint(0, SMALL_MAX), rng.randint(0, SMALL_MAX), rng.choice(ops)
+        if op == "-" and b > a:
+            a, b = b, a
+        expr = f"{a} {op} {b}"
+    else:
+        lo = 0 if digits == 1 else 10 ** (digits - 1)
+        numbers = [rng.randint(lo, 10 ** digits - 1) for _ in range(n_ops + 1)]
+        expr = str(numbers[0])
+        for x in numbers[1:]:
+            expr += f" {rng.choice(ops)} {x}"
     value = evaluate_expression(expr)
     answer = str(value.numerator)  # + - * of integers stays an integer
     prompt = f"What is {expr}? {INSTRUCTION}"
