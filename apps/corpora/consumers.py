@@ -32,13 +32,6 @@ class CorpusConsumer(LabConsumer):
         return [selectors.shards_view(s) for s in selectors.shards_list(corpus=corpus)
                 if not active_only or s.status in ("queued", "running")]
 
-    async def disconnect(self, code):
-        if group := getattr(self, "group", None):
-            await self.channel_layer.group_discard(group, self.channel_name)
-
-    async def receive(self, text_data=None, bytes_data=None):
-        pass  # this socket only sends
-
     async def rejoined(self):
         # Redis came back without its data: a job may have moved on, or ended, while its events were lost
         for shards in await database_sync_to_async(self._visible_shards)(active_only=False) or []:

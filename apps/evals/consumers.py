@@ -28,13 +28,6 @@ class _EvalsConsumer(LabConsumer):
     def _authorize(self):
         raise NotImplementedError
 
-    async def disconnect(self, code):
-        if group := getattr(self, "group", None):
-            await self.channel_layer.group_discard(group, self.channel_name)
-
-    async def receive(self, text_data=None, bytes_data=None):
-        pass  # this socket only sends
-
     async def evals_progress(self, event):
         await self.send_fragment(event["evaluation"])
 

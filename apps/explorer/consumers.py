@@ -27,10 +27,6 @@ class TraceConsumer(LabConsumer):
         await self.accept()
         await self.send_status()  # the state now: the event that made it so may have come before we joined
 
-    async def disconnect(self, code):
-        if group := getattr(self, "group", None):
-            await self.channel_layer.group_discard(group, self.channel_name)
-
     async def receive(self, text_data=None, bytes_data=None):
         notice = "This socket only sends a trace's progress; messages to it are ignored."
         await self.send(text_data=render_to_string("explorer/_explorer-notice.html", {"message": notice}))

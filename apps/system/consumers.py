@@ -17,6 +17,15 @@ class LabConsumer(AsyncWebsocketConsumer):
     "layer.rejoined" message. Events published while Redis was away are lost, so a consumer whose page would show
     a gap overrides `rejoined()` to send what the page may have missed (from the database, the source of truth)."""
 
+    group = None  # the one group a socket that follows one thing joins; left on disconnect
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        pass  # a socket that only sends ignores what the page says
+
     async def layer_rejoined(self, event):
         await self.rejoined()
 

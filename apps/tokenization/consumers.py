@@ -27,13 +27,6 @@ class TokenizerConsumer(LabConsumer):
         row = Tokenizer.objects.visible_to(self.scope.get("user")).filter(id=self.tokenizer_id).first()
         return selectors.tokenizer_view(row) if row else None
 
-    async def disconnect(self, code):
-        if group := getattr(self, "group", None):
-            await self.channel_layer.group_discard(group, self.channel_name)
-
-    async def receive(self, text_data=None, bytes_data=None):
-        pass  # this socket only sends
-
     async def rejoined(self):
         if view := await database_sync_to_async(self._visible_view)():
             await self.send_state(view)  # the state now: events published while Redis was away are lost

@@ -138,10 +138,6 @@ class SweepConsumer(LabConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
-    async def disconnect(self, code):
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
     async def rejoined(self):
         await self.send_json({"type": "sweep"})  # a run may have finished while Redis was away: refit
 
