@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.arena import selectors
 from apps.arena.models import Battle, Vote
@@ -39,8 +40,10 @@ class ArenaError(ValueError):
 
 
 def _signed_in(user, what: str) -> None:
+    """`what`: a translated phrase, "start a battle" or "vote"."""
     if user is None or not user.is_authenticated:
-        raise ArenaError(f"Sign in to {what}: the arena counts votes from signed-in users only.", status=403)
+        raise ArenaError(_("Sign in to %(what)s: the arena counts votes from signed-in users only.") % {"what": what},
+                         status=403)
 
 
 def battle_pair(*, rng: random.Random | None = None):
@@ -57,19 +60,19 @@ def battle_pair(*, rng: random.Random | None = None):
 
 def battle_create(*, user, prompt, client: str = "", rng: random.Random | None = None) -> Battle:
     """Validate the prompt, draw two models and record their two (not yet started) generations."""
-    _signed_in(user, "start a battle")
+    _signed_in(user, _("start a battle"))
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ArenaError("The prompt is empty: write something for both models to answer.")
+        raise ArenaError(_("The prompt is empty: write something for both models to answer."))
     prompt = prompt.strip()
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise ArenaError(f"The prompt is {len(prompt):,} characters; the arena takes at most {MAX_PROMPT_CHARS:,}: "
-                         f"shorten it.")
+        raise ArenaError(_("The prompt is %(n)s characters; the arena takes at most %(max)s: shorten it.")
+                         % {"n": f"{len(prompt):,}", "max": f"{MAX_PROMPT_CHARS:,}"})
     open_battles = (Battle.objects.filter(user=user, created__gte=timezone.now() - OPEN_WINDOW)
                     .exclude(generation_a__status__in=Generation.FINISHED, generation_b__status__in=Generation.FINISHED)
                     .count())
     if open_battles >= MAX_OPEN_BATTLES:
-        raise ArenaError(f"You have {open_battles} battles still answering: wait for them to finish, then start "
-                         f"another.", status=429)
+        raise ArenaError(_("You have %(n)s battles still answering: wait for them to finish, then start another.")
+                         % {"n": open_battles}, status=429)
     model_a, model_b = battle_pair(rng=rng)
     mode = Generation.Mode.CHAT if model_a.is_chat else Generation.Mode.COMPLETION
     request = {"mode": mode, "params": PARAMS, "via": "arena", "client": client,
@@ -109,25 +112,27 @@ def battle_abandon(*, battle_id: int) -> None:
 
 def vote_create(*, battle: Battle, user, choice) -> Vote:
     """The battle owner's one verdict, once both answers are complete."""
-    _signed_in(user, "vote")
+    _signed_in(user, _("vote"))
     if choice not in Vote.Choice.values:
-        raise ArenaError(f"choice must be one of {', '.join(Vote.Choice.values)}, got {choice!r}")
+        raise ArenaError(_("choice must be one of %(choices)s, got %(choice)r")
+                         % {"choices": ", ".join(Vote.Choice.values), "choice": choice})
     if battle.user_id != user.id:
-        raise ArenaError("This battle is someone else's: start your own to vote.", status=403)
+        raise ArenaError(_("This battle is someone else's: start your own to vote."), status=403)
     if Vote.objects.filter(battle=battle).exists():
-        raise ArenaError("You have voted on this battle already: start a new battle to vote again.", status=409)
+        raise ArenaError(_("You have voted on this battle already: start a new battle to vote again."), status=409)
     a, b = (Generation.objects.get(pk=pk) for pk in (battle.generation_a_id, battle.generation_b_id))
     if not (a.finished_state and b.finished_state):
-        raise ArenaError("Wait until both answers have finished before voting.", status=409)
+        raise ArenaError(_("Wait until both answers have finished before voting."), status=409)
     for side, g in (("A", a), ("B", b)):
         if g.status != Generation.Status.DONE:
-            raise ArenaError(f"Answer {side} did not complete ({g.status}{': ' + g.error if g.error else ''}): "
-                             f"this battle cannot be judged fairly; start a new one.", status=409)
+            raise ArenaError(_("Answer %(side)s did not complete (%(status)s): this battle cannot be judged fairly; "
+                               "start a new one.") % {"side": side, "status": g.status + (": " + g.error if g.error else "")},
+                             status=409)
     try:
         with transaction.atomic():
             return Vote.objects.create(battle=battle, user=user, choice=choice)
     except IntegrityError:  # a second vote racing the first
-        raise ArenaError("You have voted on this battle already: start a new battle to vote again.",
+        raise ArenaError(_("You have voted on this battle already: start a new battle to vote again."),
                          status=409) from None
 
 

@@ -29,6 +29,16 @@ class SweepNotFound(TrainingError):
     """No such sweep, or not one the user may see (the two are not told apart)."""
 
 
+def _scaling_text(template: str, params: dict) -> str:
+    """A sentence of workers/gpt/scaling.py (which imports no Django) in the reader's language: its templates are
+    marked with gettext_noop there, so the catalogue has them."""
+    return _(template) % params if params else _(template)
+
+
+def _problems(fit: scaling.SweepFit) -> list[str]:
+    return [_scaling_text(template, params) for template, params in fit.notes]
+
+
 def max_runs() -> int:
     return settings.TRAINING_SWEEP_MAX_RUNS
 
@@ -61,7 +71,7 @@ def sweep_plan(*, user, corpus, tokenizer, preset_key: str, budgets: list[float]
                                  batch_size=preset.batch_size, per_budget=per_budget, flops_per_s=preset.flops_per_s,
                                  step_s=preset.step_s, tokens_per_param=preset.tokens_per_param)
     except scaling.ScalingError as exc:
-        raise TrainingError(str(exc), field="budgets") from None
+        raise TrainingError(_scaling_text(exc.template, exc.params), field="budgets") from None
     if len(rows) > max_runs():
         raise TrainingError(_("this sweep would queue %(n)d runs; at most %(max)d are allowed: use fewer budgets or "
                               "fewer sizes per budget") % {"n": len(rows), "max": max_runs()}, field="budgets")
@@ -149,7 +159,7 @@ def sweep_predict(*, sweep: Sweep, user) -> Sweep:
         raise TrainingError(_("the sweep's corpus or tokenizer was deleted: start a new sweep instead"))
     fit = scaling.sweep_fit(sweep_points(sweep=sweep))
     if fit.loss is None or fit.n_opt is None:
-        raise TrainingError(_("the fit cannot predict yet: %(why)s") % {"why": "; ".join(fit.problems)})
+        raise TrainingError(_("the fit cannot predict yet: %(why)s") % {"why": "; ".join(_problems(fit))})
     preset = scaling.SWEEP_PRESETS[sweep.preset]
     budgets = sorted(sweep.budgets)
     step = budgets[-1] / budgets[-2] if len(budgets) > 1 else 2.0
@@ -247,7 +257,7 @@ def sweep_summary(*, sweep: Sweep) -> dict:
         "total": len(statuses),
         "points": points,
         "fit": fit_dict,
-        "problems": fit.problems,
+        "problems": _problems(fit),
         "prediction": sweep.prediction,
         "outcome": outcome,
         "next_budget": next_budget,

@@ -177,3 +177,21 @@ def test_a_deep_model_folds_its_middle_blocks_and_opens_the_selected_one(webgl_p
     assert page.evaluate("window.explorerScene.shown") == [0, 1, 2, 3, 4, 5]
     page.wait_for_timeout(500)
     page.screenshot(path=screenshots / "explorer-unfolded.png")
+
+
+def test_the_walk_through_reads_in_chinese_with_its_token_chips(page, lab):
+    url, checkpoints = lab
+    _sign_in(page, url)
+    page.context.add_cookies([{"name": "django_language", "value": "zh-hans", "url": url}])
+    page.goto(f"{url}/explorer/?model=checkpoint:{checkpoints[-1].pk}&text={quote(TEXT)}")
+    expect(page.locator("#trace-status")).to_have_attribute("data-status", "ready", timeout=60_000)
+    body = page.locator("#walk-body")
+    for step, words in (("嵌入", "嵌入表"), ("注意力", "softmax"), ("MLP", "神经元"), ("残差流", "残差流"),
+                        ("Logits", "逻辑值"), ("概率", "温度")):
+        page.locator("#walk-steps button", has_text=step).first.click()
+        expect(body).to_contain_text(words)
+        text = body.inner_text()
+        assert "%(" not in text and " the " not in text, text  # every placeholder filled, no English sentence left
+    # a token is a chip (an element, its text set as text), not parsed markup
+    page.locator("#walk-steps button", has_text="注意力").first.click()
+    assert body.locator(".tok").count() >= 2

@@ -143,13 +143,14 @@ def test_the_chart_arithmetic_in_the_browser(page, processes):
         const keep = s.minMaxIndices(values, 50);
         const e = s.ema([1, 1, 1, null, 1], 0.9);
         return {steps: rows.map(r => r[0]), last: rows[3][1], kept: keep.length, spike: keep.includes(737),
-                ema: e, raw: s.ema([1, 2, 3], 0)};
+                ema: e, raw: s.ema([1, 2, 3], 0), durations: [5, 185, 7260, 90000].map(s.duration)};
     }""")
     assert result["steps"] == [1, 2, 3, 4, 5] and result["last"] == 2.6
     assert result["kept"] <= 100 and result["spike"], "downsampling keeps the spike"
     assert result["ema"][3] is None and result["ema"] == pytest.approx([1, 1, 1, None, 1]), \
         "debiased: a constant stays constant, a missing value stays missing"
     assert result["raw"] == [1, 2, 3]
+    assert result["durations"] == ["5 s", "3 min 05 s", "2 h 01 min", "1 d 1 h"], "no catalogue here: identity gettext"
 
 
 def test_redraws_are_batched_a_few_a_second_and_wait_while_the_tab_is_hidden(page, processes):

@@ -49,8 +49,19 @@ MIN_BUDGETS = 3  # a line with a standard error needs three points
 MIN_LOSS_POINTS = 4  # a·C^-b + c has three parameters; their errors need one point more
 
 
+def gettext_noop(message: str) -> str:
+    """Marks a sentence for the app's translation catalogue (makemessages finds it by this name); this module imports
+    no Django, so the app words it in the reader's language from `ScalingError.template` and `.params`."""
+    return message
+
+
 class ScalingError(ValueError):
-    """Input a fit cannot use; the message says what to add or change."""
+    """Input a fit cannot use; the message says what to add or change. A message built from a `%(name)s` template
+    keeps the template and its params, so the app layer can translate it (apps/training/sweeps.py)."""
+
+    def __init__(self, template: str, **params):
+        super().__init__(template % params if params else template)
+        self.template, self.params = template, params
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -272,8 +283,9 @@ def fit_isoflop(*, budget: float, params, losses, tokens=None) -> IsoFlopFit:
     if len(n) != len(loss):
         raise ScalingError(f"params ({len(n)}) and losses ({len(loss)}) must be the same length")
     if len(np.unique(n)) < MIN_SIZES_PER_BUDGET:
-        raise ScalingError(f"budget {budget:.3g}: {len(np.unique(n))} model size(s) finished; a parabola needs at "
-                           f"least {MIN_SIZES_PER_BUDGET} different sizes (wait for the others, or add sizes)")
+        raise ScalingError(gettext_noop("budget %(budget).3g: %(n)s model size(s) finished; a parabola needs at "
+                                        "least %(need)s different sizes (wait for the others, or add sizes)"),
+                           budget=budget, n=len(np.unique(n)), need=MIN_SIZES_PER_BUDGET)
     x = np.log10(n)
     if len(x) > 3:
         coef, cov = np.polyfit(x, loss, 2, cov=True)
@@ -281,15 +293,18 @@ def fit_isoflop(*, budget: float, params, losses, tokens=None) -> IsoFlopFit:
         coef, cov = np.polyfit(x, loss, 2), None
     p0, p1, p2 = (float(c) for c in coef)
     if p0 <= 0:
-        raise ScalingError(f"budget {budget:.3g}: the losses do not bend upward (no valley), so the sizes do not "
-                           f"bracket the optimum: add a smaller and a larger model")
+        raise ScalingError(gettext_noop("budget %(budget).3g: the losses do not bend upward (no valley), so the "
+                                        "sizes do not bracket the optimum: add a smaller and a larger model"),
+                           budget=budget)
     x_opt = -p1 / (2 * p0)
     if not x.min() <= x_opt <= x.max():
-        above = x_opt > x.max()
-        edge = f"above the largest size tried (N = {n.max():.3g})" if above else \
-            f"below the smallest size tried (N = {n.min():.3g})"
-        raise ScalingError(f"budget {budget:.3g}: the loss is lowest {edge}, so the sizes do not bracket the "
-                           f"optimum: add a {'larger' if above else 'smaller'} model")
+        if x_opt > x.max():
+            raise ScalingError(gettext_noop("budget %(budget).3g: the loss is lowest above the largest size tried "
+                                            "(N = %(n).3g), so the sizes do not bracket the optimum: add a larger "
+                                            "model"), budget=budget, n=float(n.max()))
+        raise ScalingError(gettext_noop("budget %(budget).3g: the loss is lowest below the smallest size tried "
+                                        "(N = %(n).3g), so the sizes do not bracket the optimum: add a smaller "
+                                        "model"), budget=budget, n=float(n.min()))
     err = None
     if cov is not None:
         g = np.array([p1 / (2 * p0**2), -1 / (2 * p0), 0.0])  # d x_opt / d (p0, p1, p2)
@@ -378,8 +393,8 @@ def fit_loss_curve(budgets, losses) -> LossCurve:
     if len(C) != len(L):
         raise ScalingError(f"budgets ({len(C)}) and losses ({len(L)}) must be the same length")
     if len(np.unique(C)) < MIN_LOSS_POINTS:
-        raise ScalingError(f"L(C) = a·C^-b + c has 3 parameters; their errors need at least {MIN_LOSS_POINTS} "
-                           f"budgets, got {len(np.unique(C))}: add a budget")
+        raise ScalingError(gettext_noop("L(C) = a·C^-b + c has 3 parameters; their errors need at least %(need)s "
+                                        "budgets, got %(n)s: add a budget"), need=MIN_LOSS_POINTS, n=len(np.unique(C)))
     c0 = float(np.exp(np.mean(np.log(C))))
     x = C / c0
 
@@ -393,10 +408,11 @@ def fit_loss_curve(budgets, losses) -> LossCurve:
     try:
         popt, pcov = curve_fit(law, x, L, p0=p0, bounds=([0, 0, 0], [np.inf, 5, np.inf]), maxfev=20000)
     except RuntimeError as e:
-        raise ScalingError(f"L(C) = a·C^-b + c did not converge ({e}): the losses may not fall with compute") from None
+        raise ScalingError(gettext_noop("L(C) = a·C^-b + c did not converge (%(error)s): the losses may not fall "
+                                        "with compute"), error=str(e)) from None
     if not np.all(np.isfinite(pcov)):
-        raise ScalingError("L(C): the parameters' covariance is undefined (the points fit too many curves): add a "
-                           "budget")
+        raise ScalingError(gettext_noop("L(C): the parameters' covariance is undefined (the points fit too many "
+                                        "curves): add a budget"))
     A, b, c = (float(v) for v in popt)
     a = A * c0**b
     # a = A·c0^b: its standard error by the delta method over (A, b)
@@ -414,6 +430,12 @@ class SweepFit:
     loss: LossCurve | None = None
     tokens_per_param: float | None = None  # D_opt / N_opt at the largest budget fitted
     problems: list[str] = field(default_factory=list)  # why a part could not be fitted yet
+    # the same, as (template, params) for the app to translate: problems[i] == notes[i][0] % notes[i][1]
+    notes: list[tuple[str, dict]] = field(default_factory=list)
+
+    def note(self, template: str, **params) -> None:
+        self.problems.append(template % params if params else template)
+        self.notes.append((template, params))
 
     def to_dict(self) -> dict:
         return {"isoflops": [f.to_dict() for f in self.isoflops],
@@ -432,7 +454,7 @@ def sweep_fit(points: list[dict]) -> SweepFit:
     by_budget: dict[float, list[dict]] = {}
     for p in points:
         by_budget.setdefault(float(p["budget"]), []).append(p)
-    fits, problems = [], []
+    fits, errors = [], []
     for budget in sorted(by_budget):
         rows = by_budget[budget]
         try:
@@ -441,20 +463,24 @@ def sweep_fit(points: list[dict]) -> SweepFit:
         except ScalingError as e:
             if "> 0" in str(e):
                 raise
-            problems.append(str(e))
-    result = SweepFit(isoflops=fits, problems=problems)
+            errors.append(e)
+    result = SweepFit(isoflops=fits)
+    for e in errors:
+        result.note(e.template, **e.params)
     if len(fits) >= MIN_BUDGETS:
         C = [f.budget for f in fits]
         result.n_opt = fit_power_law(C, [f.n_opt for f in fits])
         result.d_opt = fit_power_law(C, [f.d_opt for f in fits])
         result.tokens_per_param = fits[-1].d_opt / fits[-1].n_opt
     else:
-        problems.append(f"the power laws need {MIN_BUDGETS} budgets with a fitted valley; {len(fits)} so far")
+        result.note(gettext_noop("the power laws need %(need)s budgets with a fitted valley; %(n)s so far"),
+                    need=MIN_BUDGETS, n=len(fits))
     if len(fits) >= MIN_LOSS_POINTS:
         try:
             result.loss = fit_loss_curve([f.budget for f in fits], [f.loss_opt for f in fits])
         except ScalingError as e:
-            problems.append(str(e))
+            result.note(e.template, **e.params)
     else:
-        problems.append(f"L(C) needs {MIN_LOSS_POINTS} budgets with a fitted valley; {len(fits)} so far")
+        result.note(gettext_noop("L(C) needs %(need)s budgets with a fitted valley; %(n)s so far"),
+                    need=MIN_LOSS_POINTS, n=len(fits))
     return result

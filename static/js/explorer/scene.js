@@ -22,6 +22,8 @@ const FOLD = 1.1; // the height a folded run of blocks takes
 const FOLD_ABOVE = 4; // deeper models than this are folded
 const FOCUS_DIR = [0.22, 0.1, 1]; // the walk-through looks at each part from here: nearly face on, a little turned
 
+const I = (format, params) => interpolate(format, params, true);  // a translated label with %(name)s filled in
+
 const VERTEX = /* glsl */ `
   attribute float aHead;
   varying vec2 vUv;
@@ -310,7 +312,7 @@ export class Scene {
       slab.position.set((x0 + xm + K * 0.18) / 2, f.y, 0);
       root.add(slab);
       const count = f.to - f.from + 1;
-      const label = textSprite(`⋮ ${count} more blocks (layers ${f.from}–${f.to}), the same shape · click to unfold`,
+      const label = textSprite(I(gettext("⋮ %(n)s more blocks (layers %(from)s–%(to)s), the same shape · click to unfold"), { n: count, from: f.from, to: f.to }),
         { height: 0.4 * this.ls, color: "#e8ecf6" });
       label.position.set(0, f.y, 0.6);
       root.add(label);
@@ -364,16 +366,16 @@ export class Scene {
     const kv = c.n_kv_head !== c.n_head ? `k,v (T, n_kv_head, head_size) = (${T}, ${c.n_kv_head}, ${c.head_size})` : null;
     const act = c.mlp === "swiglu" ? ["SiLU(gate) × up", `(T, ${c.intermediate_size})`] : ["GELU", `(T, ${c.intermediate_size})`];
     const rows = [
-      [`block ${l} · attention`, [
+      [I(gettext("block %(l)s · attention"), { l }), [
         ["x", `(T, C) = (${T}, ${c.n_embd})`], [norm, "(T, C)"],
         kv ? ["q (T, n_head, head_size)", `= (${T}, ${c.n_head}, ${c.head_size}); ${kv}`]
           : ["q,k,v (T, n_head, head_size)", `= (${T}, ${c.n_head}, ${c.head_size})`],
         [`softmax(q·kᵀ/√${c.head_size} + mask)`, `(n_head, T, T) = (${c.n_head}, ${T}, ${T})`],
-        ["weights · v", `(T, n_head, head_size)`], ["out projection", `(T, C) = (${T}, ${c.n_embd})`], ["x + …", "(T, C)"]]],
-      [`block ${l} · MLP`, [
+        [gettext("weights · v"), `(T, n_head, head_size)`], [gettext("out projection"), `(T, C) = (${T}, ${c.n_embd})`], ["x + …", "(T, C)"]]],
+      [I(gettext("block %(l)s · MLP"), { l }), [
         ["x", `(T, C) = (${T}, ${c.n_embd})`], [norm, "(T, C)"],
-        [c.mlp === "swiglu" ? "gate, up projections" : "up projection", `(T, ${c.intermediate_size})`], act,
-        ["down projection", `(T, C) = (${T}, ${c.n_embd})`], ["x + …", "(T, C)"]]],
+        [c.mlp === "swiglu" ? gettext("gate, up projections") : gettext("up projection"), `(T, ${c.intermediate_size})`], act,
+        [gettext("down projection"), `(T, C) = (${T}, ${c.n_embd})`], ["x + …", "(T, C)"]]],
     ];
     // two columns, read top to bottom like the code: attention, then the MLP (each adds back into x)
     const px = 32, small = 27, pad = 16, boxH = 92, gapY = 40, gapX = 60, titleH = 64;
@@ -485,20 +487,20 @@ export class Scene {
     const name = { height: 0.42 * ls, color: "#e1e5ee" };
     // row names stand in front of the wall (its cells stick out toward the camera), right-aligned to its left edge
     const right = (text, y, opts) => { const s = add(text, 0, y, opts, 1.1); s.position.x = x0 - 0.25 - s.scale.x; return s; };
-    for (const l of this.shown) right(`layer ${l}`, yLayer(l), name);
-    right(`embedding`, yEmb, name);
-    right(`tokens (B=1, T=${T})`, yTok, muted);
-    right(c.pos === "learned" ? `wte[token] + wpe[position]` : `wte[token] (positions: RoPE)`, yEmb - 0.45, small);
-    add(`residual stream (B, T, C=${c.n_embd})`, x0, yTop - PITCH / 2 + 0.2 * ls, muted);
-    add(`colour and depth: ‖x‖ of each token's vector`, x0, yTop - PITCH / 2 - 0.18 * ls, small);
-    const gqa = c.n_kv_head !== c.n_head ? `${c.n_head} query heads share ${c.n_kv_head} key/value heads · ` : "";
-    add(`attention (B, n_head=${c.n_head}, T, T)`, 0, yEmb + 0.1 * ls, muted, 0.6);
-    add(`${gqa}head size ${c.head_size} · row: query, column: key`, 0, yEmb - 0.26 * ls, small, 0.6);
+    for (const l of this.shown) right(I(gettext("layer %(l)s"), { l }), yLayer(l), name);
+    right(gettext("embedding"), yEmb, name);
+    right(I(gettext("tokens (B=1, T=%(T)s)"), { T }), yTok, muted);
+    right(c.pos === "learned" ? `wte[token] + wpe[position]` : gettext("wte[token] (positions: RoPE)"), yEmb - 0.45, small);
+    add(I(gettext("residual stream (B, T, C=%(C)s)"), { C: c.n_embd }), x0, yTop - PITCH / 2 + 0.2 * ls, muted);
+    add(gettext("colour and depth: ‖x‖ of each token's vector"), x0, yTop - PITCH / 2 - 0.18 * ls, small);
+    const gqa = c.n_kv_head !== c.n_head ? I(gettext("%(q)s query heads share %(kv)s key/value heads"), { q: c.n_head, kv: c.n_kv_head }) + " · " : "";
+    add(I(gettext("attention (B, n_head=%(H)s, T, T)"), { H: c.n_head }), 0, yEmb + 0.1 * ls, muted, 0.6);
+    add(gqa + I(gettext("head size %(d)s · row: query, column: key"), { d: c.head_size }), 0, yEmb - 0.26 * ls, small, 0.6);
     add(`MLP (B, T, ${c.intermediate_size})`, xm, yEmb + 0.1 * ls, muted, 0.6);
-    add(`top ${trace.K} neurons`, xm, yEmb - 0.26 * ls, small, 0.6);
-    add(`the selected block, opened up (${L} blocks in all)`, this.geo.xOps, yEmb + 0.1 * ls, muted, 0.6);
+    add(I(gettext("top %(K)s neurons"), { K: trace.K }), xm, yEmb - 0.26 * ls, small, 0.6);
+    add(I(gettext("the selected block, opened up (%(L)s blocks in all)"), { L }), this.geo.xOps, yEmb + 0.1 * ls, muted, 0.6);
     // above the bars (the tallest is 1.65 high, and its label sits on it)
-    this.logitTitle = add(`logits (B, T, vocab=${c.vocab_size}) → softmax → next token after “${show(trace.tokens[T - 1])}”`, 0,
+    this.logitTitle = add(I(gettext("logits (B, T, vocab=%(V)s) → softmax → next token after “%(token)s”"), { V: c.vocab_size, token: show(trace.tokens[T - 1]) }), 0,
       yTop + 2 + 0.3 * ls, { height: 0.4 * ls, color: "#e1e5ee" });
   }
 
@@ -694,26 +696,29 @@ export class Scene {
     let text, token = -1;
     if (p.kind === "fold") {
       this.setHoverHead(-1);
-      text = `${tr.L - this.shown.length} blocks folded, each like the ones drawn · click to unfold them all`;
+      text = I(gettext("%(n)s blocks folded, each like the ones drawn · click to unfold them all"), { n: tr.L - this.shown.length });
     } else if (p.kind === "head") {
       this.setHoverHead(p.k);
       text = p.j > p.i
-        ? `layer ${p.l} · head ${p.h}: ${tok(p.i)} cannot see ${tok(p.j)} (causal mask)`
-        : `layer ${p.l} · head ${p.h}: ${tok(p.i)} → ${tok(p.j)} = ${tr.weight(p.l, p.h, p.i, p.j).toFixed(3)} · click to open`;
+        ? I(gettext("layer %(l)s · head %(h)s: %(q)s cannot see %(k)s (causal mask)"), { l: p.l, h: p.h, q: tok(p.i), k: tok(p.j) })
+        : I(gettext("layer %(l)s · head %(h)s: %(q)s → %(k)s = %(w)s · click to open"),
+          { l: p.l, h: p.h, q: tok(p.i), k: tok(p.j), w: tr.weight(p.l, p.h, p.i, p.j).toFixed(3) });
     } else {
       this.setHoverHead(-1);
       if (p.kind === "residual") {
         token = p.t;
-        const where = p.r === 0 ? "embedding" : `after layer ${p.r - 1}`;
-        const writes = p.r === 0 ? "" : ` (attention wrote ‖${tr.attnWrite(p.r - 1, p.t).toFixed(2)}‖, MLP ‖${tr.mlpWrite(p.r - 1, p.t).toFixed(2)}‖)`;
-        text = `residual ${where} at ${tok(p.t)}: ‖x‖ = ${tr.residual(p.r, p.t).toFixed(2)}${writes}`;
+        const at = { t: tok(p.t), x: tr.residual(p.r, p.t).toFixed(2) };
+        text = p.r === 0
+          ? I(gettext("residual embedding at %(t)s: ‖x‖ = %(x)s"), at)
+          : I(gettext("residual after layer %(l)s at %(t)s: ‖x‖ = %(x)s (attention wrote ‖%(a)s‖, MLP ‖%(m)s‖)"),
+            { ...at, l: p.r - 1, a: tr.attnWrite(p.r - 1, p.t).toFixed(2), m: tr.mlpWrite(p.r - 1, p.t).toFixed(2) });
       } else if (p.kind === "token") {
         token = p.t;
-        text = `token ${tok(p.t)} · id ${tr.ids[p.t]} · click to follow it`;
+        text = I(gettext("token %(t)s · id %(id)s · click to follow it"), { t: tok(p.t), id: tr.ids[p.t] });
       } else {
         let best = 0;
         for (let t = 1; t < tr.T; t++) if (tr.neuronValue(p.l, p.k, t) > tr.neuronValue(p.l, p.k, best)) best = t;
-        text = `layer ${p.l} MLP neuron #${tr.neuron(p.l, p.k)}: fires ${tr.neuronValue(p.l, p.k, best).toFixed(2)} at ${tok(best)}`;
+        text = I(gettext("layer %(l)s MLP neuron #%(n)s: fires %(v)s at %(t)s"), { l: p.l, n: tr.neuron(p.l, p.k), v: tr.neuronValue(p.l, p.k, best).toFixed(2), t: tok(best) });
       }
     }
     this.cb.onHoverToken(token);

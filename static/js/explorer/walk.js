@@ -15,10 +15,26 @@ function tok(s) {
   return el;
 }
 
-function p(...parts) {
+// A translated sentence with %(name)s placeholders as a <p>: a param that is a DOM node (a token chip, code) is
+// inserted as that node, an array as its items in order, anything else as text. Never innerHTML: tokens are user text.
+function say(format, params = {}) {
   const el = document.createElement("p");
-  for (const part of parts) el.append(typeof part === "string" ? document.createTextNode(part) : part);
+  let last = 0;
+  for (const m of format.matchAll(/%\((\w+)\)s/g)) {
+    el.append(format.slice(last, m.index));
+    const v = params[m[1]];
+    if (Array.isArray(v)) el.append(...v); else el.append(v instanceof Node ? v : String(v));
+    last = m.index + m[0].length;
+  }
+  el.append(format.slice(last));
   return el;
+}
+
+// "a 12%, b 5%, c 1%": token chips each followed by its number
+function listed(items) {
+  const out = [];
+  items.forEach(([s, num], k) => out.push(tok(s), ` ${num}`, k < items.length - 1 ? gettext(", ") : ""));
+  return out;
 }
 
 function code(text) {
@@ -30,7 +46,7 @@ function code(text) {
 export const STEPS = [
   { key: "embedding", title: gettext("Embedding") },
   { key: "attention", title: gettext("Attention") },
-  { key: "mlp", title: "MLP" },
+  { key: "mlp", title: gettext("MLP") },
   { key: "residual", title: gettext("Residual stream") },
   { key: "logits", title: gettext("Logits") },
   { key: "probabilities", title: gettext("Probabilities") },
@@ -43,96 +59,112 @@ export function walkBody(key, tr, st) {
   if (key === "embedding") {
     const e = tr.header.embedding;
     const last = t === T - 1;
+    const cut = tr.header.text_tokens > T;
     return [
-      p(`Your text is ${n(T)} token${T === 1 ? "" : "s"}`, tr.header.text_tokens > T ? ` (of ${n(tr.header.text_tokens)}; the rest was cut)` : "",
-        `. The model never sees letters: each token is an id, and the first thing it does is look that id up in the `,
-        `embedding table, a ${n(c.vocab_size)} × ${n(c.n_embd)} matrix, to get a vector of C = ${n(c.n_embd)} numbers.`),
+      say(cut ? ngettext("Your text is %(T)s token (of %(all)s; the rest was cut).", "Your text is %(T)s tokens (of %(all)s; the rest was cut).", T)
+        : ngettext("Your text is %(T)s token.", "Your text is %(T)s tokens.", T), { T: n(T), all: n(tr.header.text_tokens) }),
+      say(gettext("The model never sees letters: each token is an id, and the first thing it does is look that id up in " +
+        "the embedding table, a %(V)s × %(C)s matrix, to get a vector of C = %(C)s numbers."), { V: n(c.vocab_size), C: n(c.n_embd) }),
       last
-        ? p(`The last token, `, tok(here), ` (id ${tr.ids[T - 1]}), becomes `, code(vec(e.token)), " ",
-          c.pos === "learned"
-            ? `plus the learned vector for position ${T - 1}, ${vec(e.position)}, giving ${vec(e.sum)}.`
-            : `No position vector is added: this Llama-style model rotates queries and keys by position (RoPE) inside attention.`)
-        : p(`Follow a token by clicking it; the numbers here are for the last one.`),
-      p(`Stacked for all tokens that is a (B=1, T=${T}, C=${c.n_embd}) tensor — the residual stream — and the last `,
-        `token's vector has norm ${fmt(e.norm)}. Every layer above reads from it and adds to it.`),
+        ? say(c.pos === "learned"
+          ? gettext("The last token, %(token)s (id %(id)s), becomes %(vector)s plus the learned vector for position %(pos)s, " +
+            "%(position)s, giving %(sum)s.")
+          : gettext("The last token, %(token)s (id %(id)s), becomes %(vector)s. No position vector is added: this " +
+            "Llama-style model rotates queries and keys by position (RoPE) inside attention."),
+        { token: tok(here), id: tr.ids[T - 1], vector: code(vec(e.token)), pos: T - 1, position: e.position ? vec(e.position) : "",
+          sum: e.sum ? vec(e.sum) : "" })
+        : say(gettext("Follow a token by clicking it; the numbers here are for the last one.")),
+      say(gettext("Stacked for all tokens that is a (B=1, T=%(T)s, C=%(C)s) tensor — the residual stream — and the last " +
+        "token's vector has norm %(norm)s. Every layer above reads from it and adds to it."), { T, C: c.n_embd, norm: fmt(e.norm) }),
     ];
   }
   if (key === "attention") {
     const top = tr.topKeys(l, h, t, 3);
     const stats = ["previous", "first", "self"].map((s) => tr.headStat(l, h, s));
-    const kind = stats[0] > 0.5 ? "a previous-token head: most tokens look one step back"
-      : stats[1] > 0.5 ? "an attention sink: most tokens dump their attention on the first token"
-      : stats[2] > 0.5 ? "a self head: tokens mostly look at themselves" : "";
-    const parts = [];
-    top.forEach(({ j, w }, k) => { parts.push(tok(tr.tokens[j]), ` ${pct(w)}`, k < top.length - 1 ? ", " : ""); });
-    const gqa = c.n_kv_head !== c.n_head ? ` Its ${c.n_head} query heads share ${c.n_kv_head} key/value heads (grouped-query attention).` : "";
+    const entropy = fmt(tr.headStat(l, h, "entropy"), 2);
+    const kind = stats[0] > 0.5
+      ? gettext("This head's rows have an average entropy of %(entropy)s nats — it is a previous-token head: most tokens look one step back.")
+      : stats[1] > 0.5
+        ? gettext("This head's rows have an average entropy of %(entropy)s nats — it is an attention sink: most tokens dump their attention on the first token.")
+        : stats[2] > 0.5
+          ? gettext("This head's rows have an average entropy of %(entropy)s nats — it is a self head: tokens mostly look at themselves.")
+          : gettext("This head's rows have an average entropy of %(entropy)s nats.");
+    const gqa = c.n_kv_head !== c.n_head
+      ? interpolate(gettext("Its %(q)s query heads share %(kv)s key/value heads (grouped-query attention)."), { q: c.n_head, kv: c.n_kv_head }, true) + " "
+      : "";
     return [
-      p(`In layer ${l}, head ${h}, the token `, tok(here), ` (${t}) asks a question (its query, ${c.head_size} numbers) `,
-        `and every token up to itself offers an answer (its key). Their dot products, divided by √${c.head_size}, go `,
-        `through a softmax: it puts `, ...parts, `.`),
-      p(`Each of the layer's ${c.n_head} heads does this in parallel, an attention matrix of shape (B, n_head=${c.n_head}, T=${T}, T=${T}); `,
-        `the weights then mix the tokens' values.${gqa} `,
-        `This head's rows have an average entropy of ${fmt(tr.headStat(l, h, "entropy"), 2)} nats`,
-        kind ? ` — it is ${kind}.` : `.`),
-      p(`What the attention of layer ${l} adds to `, tok(here), `'s residual vector has norm ${fmt(tr.attnWrite(l, t))}.`),
+      say(gettext("In layer %(l)s, head %(h)s, the token %(token)s (%(t)s) asks a question (its query, %(d)s numbers) and " +
+        "every token up to itself offers an answer (its key). Their dot products, divided by √%(d)s, go through a " +
+        "softmax: it puts %(top)s."), { l, h, token: tok(here), t, d: c.head_size, top: listed(top.map(({ j, w }) => [tr.tokens[j], pct(w)])) }),
+      say(gettext("Each of the layer's %(H)s heads does this in parallel, an attention matrix of shape (B, n_head=%(H)s, " +
+        "T=%(T)s, T=%(T)s); the weights then mix the tokens' values.") + " %(gqa)s%(kind)s",
+      { H: c.n_head, T, gqa, kind: interpolate(kind, { entropy }, true) }),
+      say(gettext("What the attention of layer %(l)s adds to %(token)s's residual vector has norm %(norm)s."),
+        { l, token: tok(here), norm: fmt(tr.attnWrite(l, t)) }),
     ];
   }
   if (key === "mlp") {
     const tn = tr.tokenNeuron(l, t);
     let best = 0;
     for (let s = 1; s < T; s++) if (tr.neuronValue(l, 0, s) > tr.neuronValue(l, 0, best)) best = s;
-    const act = c.mlp === "swiglu" ? "SwiGLU (a SiLU gate times a second projection)" : "GELU";
+    const act = c.mlp === "swiglu" ? gettext("SwiGLU (a SiLU gate times a second projection)") : "GELU";
     const frac = tr.a.mlp_active_fraction[l];
     return [
-      p(`After attention, each token goes through the layer's MLP on its own: its ${n(c.n_embd)} numbers are projected up `,
-        `to ${n(c.intermediate_size)}, passed through ${act}, and projected back down.`),
-      p(`In layer ${l}, ${pct(frac)} of the hidden units are ${c.mlp === "swiglu" ? "clearly active (|h| > 0.1)" : "positive"} `,
-        `over your text. At `, tok(here), ` the strongest is neuron #${tn.n} (${fmt(tn.v)}); the layer's strongest neuron `,
-        `overall, #${tr.neuron(l, 0)}, fires ${fmt(tr.neuronValue(l, 0, best))} at `, tok(tr.tokens[best]), `.`),
-      p(`The MLP's output added to `, tok(here), ` has norm ${fmt(tr.mlpWrite(l, t))}. The bars at the right of each layer `,
-        `in the 3D view are its ${tr.K} strongest neurons.`),
+      say(gettext("After attention, each token goes through the layer's MLP on its own: its %(C)s numbers are projected " +
+        "up to %(I)s, passed through %(act)s, and projected back down."), { C: n(c.n_embd), I: n(c.intermediate_size), act }),
+      say((c.mlp === "swiglu"
+        ? gettext("In layer %(l)s, %(frac)s of the hidden units are clearly active (|h| > 0.1) over your text.")
+        : gettext("In layer %(l)s, %(frac)s of the hidden units are positive over your text.")) + " " +
+        gettext("At %(token)s the strongest is neuron #%(n)s (%(v)s); the layer's strongest neuron overall, #%(top)s, " +
+          "fires %(value)s at %(at)s."),
+      { l, frac: pct(frac), token: tok(here), n: tn.n, v: fmt(tn.v), top: tr.neuron(l, 0), value: fmt(tr.neuronValue(l, 0, best)),
+        at: tok(tr.tokens[best]) }),
+      say(gettext("The MLP's output added to %(token)s has norm %(norm)s. The bars at the right of each layer in the 3D " +
+        "view are its %(K)s strongest neurons."), { token: tok(here), norm: fmt(tr.mlpWrite(l, t)), K: tr.K }),
     ];
   }
   if (key === "residual") {
-    let big = 0, bigKind = "attention", bigVal = -1;
+    let big = 0, bigMlp = false, bigVal = -1;
     for (let k = 0; k < L; k++) {
-      if (tr.attnWrite(k, t) > bigVal) { bigVal = tr.attnWrite(k, t); big = k; bigKind = "attention"; }
-      if (tr.mlpWrite(k, t) > bigVal) { bigVal = tr.mlpWrite(k, t); big = k; bigKind = "MLP"; }
+      if (tr.attnWrite(k, t) > bigVal) { bigVal = tr.attnWrite(k, t); big = k; bigMlp = false; }
+      if (tr.mlpWrite(k, t) > bigVal) { bigVal = tr.mlpWrite(k, t); big = k; bigMlp = true; }
     }
     return [
-      p(`A block never replaces the stream: x = x + attention(norm(x)), then x = x + MLP(norm(x)). Each layer only `,
-        `adds its contribution, so what the embedding put in is still there at the top.`),
-      p(`At `, tok(here), ` the stream's norm goes from ${fmt(tr.residual(0, t))} after the embedding to `,
-        `${fmt(tr.residual(L, t))} after layer ${L - 1}. The biggest single write is layer ${big}'s ${bigKind} (norm ${fmt(bigVal)}).`),
-      p(`In the 3D view this is the wall at the left: one column per token rising through the layers; a cell's colour `,
-        `and depth show the norm there.`),
+      say(gettext("A block never replaces the stream: x = x + attention(norm(x)), then x = x + MLP(norm(x)). Each layer " +
+        "only adds its contribution, so what the embedding put in is still there at the top.")),
+      say(gettext("At %(token)s the stream's norm goes from %(from)s after the embedding to %(to)s after layer %(last)s.") + " " +
+        (bigMlp ? gettext("The biggest single write is layer %(big)s's MLP (norm %(norm)s).")
+          : gettext("The biggest single write is layer %(big)s's attention (norm %(norm)s).")),
+      { token: tok(here), from: fmt(tr.residual(0, t)), to: fmt(tr.residual(L, t)), last: L - 1, big, norm: fmt(bigVal) }),
+      say(gettext("In the 3D view this is the wall at the left: one column per token rising through the layers; a cell's " +
+        "colour and depth show the norm there.")),
     ];
   }
   if (key === "logits") {
     const top = tr.topLogits(3);
-    const parts = [];
-    top.forEach(({ id, logit }, k) => { parts.push(tok(tr.vocab(id)), ` ${fmt(logit, 2)}`, k < 2 ? ", " : ""); });
+    const norm = c.norm === "rmsnorm" ? "RMSNorm" : "LayerNorm";
     return [
-      p(`At the top, a final ${c.norm === "rmsnorm" ? "RMSNorm" : "LayerNorm"} and the unembedding — a ${n(c.n_embd)} × `,
-        `${n(c.vocab_size)} matrix${c.tie_embeddings ? ", the embedding table itself, reused" : ""} — turn the last `,
-        `token's vector into ${n(c.vocab_size)} scores, one per token in the vocabulary: the logits, (B, T, vocab).`),
-      p(`After `, tok(tr.tokens[T - 1]), ` the highest are `, ...parts, `. Only differences between logits matter: `,
-        `adding the same number to all of them changes nothing.`),
+      say(c.tie_embeddings
+        ? gettext("At the top, a final %(norm)s and the unembedding — a %(C)s × %(V)s matrix, the embedding table itself, " +
+          "reused — turn the last token's vector into %(V)s scores, one per token in the vocabulary: the logits, (B, T, vocab).")
+        : gettext("At the top, a final %(norm)s and the unembedding — a %(C)s × %(V)s matrix — turn the last token's vector " +
+          "into %(V)s scores, one per token in the vocabulary: the logits, (B, T, vocab)."),
+      { norm, C: n(c.n_embd), V: n(c.vocab_size) }),
+      say(gettext("After %(token)s the highest are %(top)s. Only differences between logits matter: adding the same number " +
+        "to all of them changes nothing."), { token: tok(tr.tokens[T - 1]), top: listed(top.map(({ id, logit }) => [tr.vocab(id), fmt(logit, 2)])) }),
     ];
   }
   const probs = tr.probabilities(st.temperature);
   const top = tr.topLogits(3);
-  const parts = [];
-  top.forEach(({ id }, k) => { parts.push(tok(tr.vocab(id)), ` ${pct(probs[id])}`, k < 2 ? ", " : ""); });
   let nll = 0, count = 0;
   for (let s = 0; s < T - 1; s++) { nll -= Math.log(Math.max(tr.a.target_prob[s], 1e-12)); count++; }
   return [
-    p(`A softmax turns the logits divided by the temperature (${st.temperature.toFixed(2)}) into probabilities that sum to 1: `,
-      ...parts, `. Sampling draws the next token from this; lower temperature sharpens it toward the top token, higher `,
-      `flattens it. Move the slider below to see it.`),
+    say(gettext("A softmax turns the logits divided by the temperature (%(tau)s) into probabilities that sum to 1: %(top)s. " +
+      "Sampling draws the next token from this; lower temperature sharpens it toward the top token, higher flattens it. " +
+      "Move the slider below to see it."), { tau: st.temperature.toFixed(2), top: listed(top.map(({ id }) => [tr.vocab(id), pct(probs[id])])) }),
     count
-      ? p(`Along your text the model gave the token that actually came next an average loss of ${fmt(nll / count, 2)} nats `,
-        `(perplexity ${fmt(Math.exp(nll / count), 1)}) — the number training drives down.`)
-      : p(`With a single token there is no "next token" in your text to score.`),
+      ? say(gettext("Along your text the model gave the token that actually came next an average loss of %(loss)s nats " +
+        "(perplexity %(ppl)s) — the number training drives down."), { loss: fmt(nll / count, 2), ppl: fmt(Math.exp(nll / count), 1) })
+      : say(gettext("With a single token there is no \"next token\" in your text to score.")),
   ];
 }

@@ -84,13 +84,18 @@ export function si(v, digits = 3) {
   return `${+v.toPrecision(digits)}`;
 }
 
+// Django's JS catalogue when the page loaded it; identity otherwise (a test may import this module on its own)
+const gettext = (s) => (typeof globalThis.gettext === "function" ? globalThis.gettext(s) : s);
+const fill = (fmt, params) => fmt.replace(/%\((\w+)\)s/g, (_, k) => String(params[k]));
+
 export function duration(s) {
   if (s == null || !Number.isFinite(s)) return "—";
   s = Math.round(s);
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${String(Math.floor(s % 3600 / 60)).padStart(2, "0")} min`;
-  return `${Math.floor(s / 86400)} d ${Math.floor(s % 86400 / 3600)} h`;
+  const pad = (x) => String(x).padStart(2, "0");
+  if (s < 60) return fill(gettext("%(s)s s"), { s });
+  if (s < 3600) return fill(gettext("%(min)s min %(s)s s"), { min: Math.floor(s / 60), s: pad(s % 60) });
+  if (s < 86400) return fill(gettext("%(h)s h %(min)s min"), { h: Math.floor(s / 3600), min: pad(Math.floor(s % 3600 / 60)) });
+  return fill(gettext("%(d)s d %(h)s h"), { d: Math.floor(s / 86400), h: Math.floor(s % 86400 / 3600) });
 }
 
 export function formatX(mode, v) {

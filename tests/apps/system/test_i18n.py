@@ -187,3 +187,22 @@ def test_the_javascript_catalogue_serves_chinese(client, db):
     assert response.status_code == 200
     body = response.content.decode()
     assert "django.gettext" in body and "\\u590d\\u5236" in body or "复制" in body  # 复制 (copy) from djangojs.po
+
+
+def test_arena_errors_and_sweep_fit_problems_read_in_chinese():
+    from django.contrib.auth.models import AnonymousUser
+
+    from apps.arena.services import ArenaError, battle_create
+    from apps.training.sweeps import _problems
+    from workers.gpt import scaling
+
+    fit = scaling.sweep_fit([{"budget": 1e12, "params": 1e6, "tokens": 1e7, "loss": 3.0}])
+    assert fit.problems[0].startswith("budget 1e+12: 1 model size(s) finished")  # scaling.py itself stays English
+    with translation.override("zh-hans"):
+        problems = _problems(fit)
+        with pytest.raises(ArenaError) as e:
+            battle_create(user=AnonymousUser(), prompt="hi")
+    assert problems == ["预算 1e+12：已完成 1 种模型规模；拟合抛物线至少需要 3 种不同规模（等其余运行完成，或增加规模）",
+                        "幂律拟合需要 3 个已拟合出谷底的预算，目前有 0 个",
+                        "L(C) 需要 4 个已拟合出谷底的预算，目前有 0 个"]
+    assert str(e.value) == "请先登录再发起对战：竞技场只计入已登录用户的投票。" and e.value.status == 403
