@@ -5,7 +5,8 @@ A task set is a Corpus of kind "tasks" whose file is JSONL, one problem a line, 
     {"prompt", "answer", "match", "task", "split": "train"|"held_out", "meta": {...}}
 made either by a seeded generator (arithmetic, countdown, letters) or from an upload ({"prompt", "answer",
 optional "match"}, validated by tasks.problems_from_jsonl: the first bad line is named and nothing is saved).
-stats["task"] = {"generator", "difficulty", "seed", "n_train", "n_heldout"} (the shared schema). Standard library
+stats["task"] = {"generator", "difficulty", "seed", "n_train", "n_heldout", "instruction"} (the shared schema;
+"instruction" is tasks.INSTRUCTIONS' key, absent on older sets and uploads). Standard library
 only, like workers.gpt.tasks: the web side uses it.
 """
 
@@ -25,18 +26,21 @@ SAMPLE_PROBLEMS = 8
 
 
 def taskset_generate(*, owner, name: str, task: str, difficulty: int, seed: int, n_train: int, n_heldout: int,
-                     description: str = "") -> Corpus:
+                     description: str = "", instruction: str = "think") -> Corpus:
     """A task set of n_train + n_heldout generated problems (a pure function of task, difficulty and seed)."""
     for label, n in (("n_train", n_train), ("n_heldout", n_heldout)):
         if not isinstance(n, int) or not 1 <= n <= MAX_PROBLEMS:
             raise CorpusInputError(_("%(label)s (%(n)s) must be from 1 to %(max)s problems")
                                    % {"label": label, "n": n, "max": f"{MAX_PROBLEMS:,}"})
     try:
-        train = tasks.task_problems(task, split="train", n=n_train, difficulty=difficulty, seed=seed)
-        held_out = tasks.task_problems(task, split="held_out", n=n_heldout, difficulty=difficulty, seed=seed)
+        train = tasks.task_problems(task, split="train", n=n_train, difficulty=difficulty, seed=seed,
+                                    instruction=instruction)
+        held_out = tasks.task_problems(task, split="held_out", n=n_heldout, difficulty=difficulty, seed=seed,
+                                       instruction=instruction)
     except tasks.TaskError as exc:
         raise CorpusInputError(str(exc)) from None
-    info = {"generator": task, "difficulty": difficulty, "seed": seed, "n_train": n_train, "n_heldout": n_heldout}
+    info = {"generator": task, "difficulty": difficulty, "seed": seed, "n_train": n_train, "n_heldout": n_heldout,
+            "instruction": instruction}
     return _save(owner=owner, name=name, description=description, splits={"train": train, "held_out": held_out},
                  info=info)
 

@@ -17,13 +17,36 @@ def test_a_generated_task_set_stores_both_splits_with_the_shared_stats(user):
     c = tasksets.taskset_generate(owner=user, name="Sums", task="arithmetic", difficulty=2, seed=7, n_train=30,
                                   n_heldout=10)
     assert c.kind == Corpus.Kind.TASKS
-    assert c.stats["task"] == {"generator": "arithmetic", "difficulty": 2, "seed": 7, "n_train": 30, "n_heldout": 10}
+    assert c.stats["task"] == {"generator": "arithmetic", "difficulty": 2, "seed": 7, "n_train": 30, "n_heldout": 10,
+                               "instruction": "think"}
     train = tasksets.taskset_problems(corpus=c, split="train")
     held = tasksets.taskset_problems(corpus=c, split="held_out")
     assert len(train) == 30 and len(held) == 10
     assert not {p.prompt for p in train} & {p.prompt for p in held}
     lines = [json.loads(line) for line in c.file.read_text().splitlines()]
     assert {line["split"] for line in lines} == {"train", "held_out"} and all("answer" in line for line in lines)
+
+
+def test_the_short_instruction_changes_the_prompts_not_the_problems(user):
+    think = tasksets.taskset_generate(owner=user, name="T", task="arithmetic", difficulty=1, seed=0, n_train=20,
+                                      n_heldout=5)
+    short = tasksets.taskset_generate(owner=user, name="S", task="arithmetic", difficulty=1, seed=0, n_train=20,
+                                      n_heldout=5, instruction="short")
+    assert short.stats["task"]["instruction"] == "short"
+    for split in ("train", "held_out"):
+        a, b = (tasksets.taskset_problems(corpus=c, split=split) for c in (think, short))
+        assert [p.answer for p in a] == [p.answer for p in b]
+        assert all("<answer>" in p.prompt for p in a)
+        assert all(p.prompt.endswith("Answer in one short sentence.") and "<answer>" not in p.prompt for p in b)
+
+
+def test_the_form_offers_the_short_instruction_and_refuses_an_unknown_one(client, user):
+    from apps.corpora.taskset_forms import TaskSetGenerateForm
+
+    data = {"name": "Sums", "task": "arithmetic", "difficulty": 1, "seed": 0, "n_train": 10, "n_heldout": 5}
+    assert TaskSetGenerateForm(data | {"instruction": "short"}).is_valid()
+    form = TaskSetGenerateForm(data | {"instruction": "chatty"})
+    assert not form.is_valid() and "instruction" in form.errors
 
 
 def test_the_same_seed_makes_the_same_problems(user):
