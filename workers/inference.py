@@ -18,7 +18,6 @@ import secrets
 import time
 
 from django.conf import settings
-from django.utils.translation import gettext as _
 
 from apps.inference import realtime, services
 from apps.inference.models import Generation
@@ -151,7 +150,8 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
     if seed is None:
         seed = secrets.randbelow(2**31)
     # notes: what the user should know (shown as a warning); context_notes: ordinary facts about the run, shown
-    # quietly (a reply that outgrows the context window is normal for a small model, not an error)
+    # quietly (a reply that outgrows the context window is normal for a small model, not an error). Each is a code
+    # and its numbers, worded in the reader's language by the page (static/js/inference/state.js noteText).
     stream, prompt_ids, cropped, notes, context_notes = None, [], False, [], []
     status, stop_reason, error = Generation.Status.DONE, Generation.StopReason.LENGTH, ""
     try:
@@ -169,8 +169,7 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
         context = prompt_ids + [r["id"] for r in stream.records]
         cropped = len(context) > block
         if cropped:
-            notes.append(f"The context is {len(context):,} tokens; {gen.model.name} sees at most {block:,}, so only "
-                         f"the last {block:,} were used.")
+            notes.append({"code": "cropped", "context": len(context), "model": gen.model.name, "block": block})
         publish(group, realtime.state_event(uid, status=realtime.RUNNING, prompt_tokens=len(prompt_ids),
                                             cropped=cropped, notes=notes, seed=seed, warm=warm))
         if stream.records:
@@ -194,7 +193,7 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
             for g in steps:
                 if g.cropped and not cropped:
                     cropped = True
-                    context_notes.append(context_window_note(gen.model.name, block))
+                    context_notes.append({"code": "context_window", "model": gen.model.name, "block": block})
                 stream.add(g, eos=g.stop)
                 if g.stop:
                     stop_reason = Generation.StopReason.EOS
@@ -210,7 +209,7 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
                     raise _Stopped(reason)
                 if time.perf_counter() > deadline:
                     stop_reason = Generation.StopReason.TIMEOUT
-                    notes.append(f"Stopped after the time limit of {settings.INFERENCE_MAX_SECONDS:.0f} s.")
+                    notes.append({"code": "timeout", "seconds": round(settings.INFERENCE_MAX_SECONDS)})
                     break
         finally:
             steps.close()  # leaves the batch at the next step, which frees the KV cache
@@ -244,14 +243,6 @@ def completion_stream(*, generation_id: int, worker: str) -> str:
                                         text=text, prompt_tokens=len(prompt_ids), cropped=cropped, notes=notes,
                                         context_notes=context_notes, stats=stats, error=error, seed=seed))
     return status
-
-
-def context_window_note(model_name: str, block: int) -> str:
-    """The quiet note for a reply longer than the model's context window, with what a context window is."""
-    return _("A model's context window is the most tokens it can read at once: %(model)s reads %(block)s "
-             "(its block_size). This text grew longer than that, so each new token was predicted from the last "
-             "%(block)s only (a sliding window); the beginning no longer shapes what comes next. This is normal "
-             "for long generations.") % {"model": model_name, "block": f"{block:,}"}
 
 
 class _Stopped(Exception):

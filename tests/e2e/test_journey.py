@@ -92,6 +92,16 @@ def test_a_newcomer_follows_links_from_home_to_generating_with_their_own_model(
     panel = page.locator('.out-panel[data-panel="a"]')
     expect(panel.locator(".out-status")).to_have_text(js("done"), timeout=60_000)
     assert panel.locator(".gen-tokens .gt").count() > 0, "the model's own tokens are on the page"
+    # the reply outgrew block_size 16: a quiet note (not a warning) saying what a context window is, and the
+    # hint that chat needs a chat template, both in the reader's language like the status chips
+    notes = panel.locator(".out-notes")
+    expect(notes).to_have_class(re.compile(r"\binfo\b"))
+    expect(notes).to_contain_text("block_size")
+    expect(page.locator("#chat-note")).to_have_text(js("chat needs a model with a chat template (SmolLM2 has one)"))
+    if lang != "en":
+        for english in ("live", "done", "chat needs a model with a chat template (SmolLM2 has one)"):
+            assert js(english) != english, f"{english!r} has no {lang} translation"
+        assert "context window" not in notes.inner_text() and "tokens/s" not in panel.inner_text()
     page.screenshot(path=screenshots / f"journey-generate-{width}-{lang}.png", full_page=True)
     next_step(page, t("Inside the model"))
     expect(page).to_have_url(url + "/explorer/")

@@ -7,7 +7,7 @@ import { $, FIELDS, models, state } from "./state.js";
 
 export function describe(model, params) {
   const bits = [model.name];
-  if (params.temperature === 0) bits.push("greedy");
+  if (params.temperature === 0) bits.push(gettext("greedy"));
   else {
     bits.push(`T ${params.temperature}`);
     if (params.top_k) bits.push(`top-k ${params.top_k}`);
@@ -15,7 +15,7 @@ export function describe(model, params) {
     if (params.min_p) bits.push(`min-p ${params.min_p}`);
   }
   if (params.repetition_penalty !== 1) bits.push(`rep ${params.repetition_penalty}`);
-  if (params.seed !== null && params.seed !== undefined) bits.push(`seed ${params.seed}`);
+  if (params.seed !== null && params.seed !== undefined) bits.push(interpolate(gettext("seed %(seed)s"), params, true));
   return bits.join(" · ");
 }
 
@@ -46,7 +46,7 @@ export function updateModel() {
   $("model-summary").textContent = m ? m.summary : "";
   const chatOK = activePanels().every((k) => (models[state.settings[k].model] || {}).is_chat);
   $("tab-chat").disabled = !chatOK;
-  $("chat-note").textContent = chatOK ? "" : "chat needs a model with a chat template (SmolLM2 has one)";
+  $("chat-note").textContent = chatOK ? "" : gettext(gettext("chat needs a model with a chat template (SmolLM2 has one)"));
   if (!chatOK && state.mode === "chat") setMode("completion");
 }
 
@@ -69,7 +69,7 @@ export function setMode(mode) {
   for (const tab of document.querySelectorAll(".mode-tabs [data-mode]")) tab.setAttribute("aria-selected", String(tab.dataset.mode === mode));
   $("completion-input").hidden = mode !== "completion";
   $("chat-input").hidden = mode !== "chat";
-  $("go").textContent = mode === "chat" ? "Send" : "Generate";
+  $("go").textContent = mode === "chat" ? gettext("Send") : gettext("Generate");
   for (const p of Object.values(state.panels)) p.reset();
 }
 
@@ -108,7 +108,7 @@ export function generate() {
   const keys = activePanels();
   if (state.mode === "completion") {
     const prompt = $("prompt").value;
-    if (!prompt) { showError("Type a prompt for the model to continue."); return; }
+    if (!prompt) { showError(gettext("Type a prompt for the model to continue.")); return; }
     for (const k of keys) {
       const panel = state.panels[k];
       panel.prompt = prompt;
@@ -117,7 +117,7 @@ export function generate() {
     }
   } else {
     const text = $("message").value.trim();
-    if (!text) { showError("Type a message."); return; }
+    if (!text) { showError(gettext("Type a message.")); return; }
     const system = $("system").value.trim();
     for (const k of keys) {
       const panel = state.panels[k];

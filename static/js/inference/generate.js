@@ -34,9 +34,9 @@ setInterval(() => {
     const v = panel.current;
     if (v && !v.finished && !v.silent && performance.now() - v.heardAt > SILENT_MS) {
       v.silent = true;
-      panel.setStatus("no news", "bad");
-      panel.showNotes(["No word from the worker for a minute: it may be busy with other requests, or it stopped. " +
-        "Press Stop and try again; the System page shows whether an infer worker is running."], "bad");
+      panel.setStatus(gettext("no news"), "bad");
+      panel.showNotes([gettext("No word from the worker for a minute: it may be busy with other requests, or it stopped. " +
+        "Press Stop and try again; the System page shows whether an infer worker is running.")], "bad");
     }
   }
 }, 5000);

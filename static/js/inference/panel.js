@@ -3,7 +3,7 @@
 
 import { describe } from "./form.js";
 import { send } from "./socket.js";
-import { boot, state, STOP_REASONS } from "./state.js";
+import { boot, I, noteText, state, STOP_REASONS } from "./state.js";
 import { bubble, el, markCut, pieceOf, textOf, tokenSpan } from "./tokens.js";
 
 export class Panel {
@@ -25,11 +25,11 @@ export class Panel {
     this.current = null;
     this.pending = null; // a request sent, no "created" yet
     this.prompt = "";
-    this.body.replaceChildren(el("p", "muted out-empty", "Output appears here, token by token."));
+    this.body.replaceChildren(el("p", "muted out-empty", gettext("Output appears here, token by token.")));
     this.stats.replaceChildren();
     this.notes.hidden = true;
     this.versionsEl.hidden = true;
-    this.setStatus("idle");
+    this.setStatus(gettext("idle"));
   }
 
   get running() {
@@ -44,7 +44,7 @@ export class Panel {
   request(message, { branchOf = null } = {}) {
     this.pending = { sentAt: performance.now(), branchOf };
     if (!send({ ...message, panel: this.key })) { this.pending = null; return; }
-    this.setStatus("queued", "warn");
+    this.setStatus(gettext("queued"), "warn");
   }
 
   started(m) {
@@ -54,7 +54,7 @@ export class Panel {
       parent: m.parent, branchIndex: m.branch_index, label: "" };
     this.pending = null;
     if (!branchOf) this.versions = [];
-    version.label = branchOf ? `#${m.branch_index} → ${pieceOf(branchOf)}` : "original";
+    version.label = branchOf ? `#${m.branch_index} → ${pieceOf(branchOf)}` : gettext("original");
     this.versions.push(version);
     this.show(version);
     this.title.textContent = describe(m.model, m.params);
@@ -70,16 +70,16 @@ export class Panel {
     if (version.firstAt === null) version.firstAt = performance.now();
     version.records.push(...fresh);
     if (version === this.current) this.appendTokens(version, fresh);
-    this.setStatus("generating", "run");
+    this.setStatus(gettext("generating"), "run");
   }
 
   async state(version, m) {
     version.heardAt = performance.now();
-    if (m.status === "loading") { this.setStatus(`loading ${m.model}…`, "warn"); return; }
+    if (m.status === "loading") { this.setStatus(I(gettext("loading %(model)s…"), m), "warn"); return; }
     if (m.status === "running") {
       version.running = m;
-      this.setStatus("generating", "run");
-      if (m.notes && m.notes.length) this.showNotes(m.notes);
+      this.setStatus(gettext("generating"), "run");
+      if (m.notes && m.notes.length) this.showNotes(m.notes.map(noteText));
       return;
     }
     version.final = m;
@@ -91,13 +91,13 @@ export class Panel {
       version.gap = false;
     }
     if (this.current === version) this.show(version);
-    if (m.status === "failed") this.setStatus("failed", "bad");
-    else this.setStatus(m.status === "stopped" ? "stopped" : "done", m.status === "stopped" ? "warn" : "ok");
+    if (m.status === "failed") this.setStatus(gettext("failed"), "bad");
+    else this.setStatus(m.status === "stopped" ? gettext("stopped") : gettext("done"), m.status === "stopped" ? "warn" : "ok");
   }
 
   failed(message) {
     this.pending = null;
-    this.setStatus("refused", "bad");
+    this.setStatus(gettext("refused"), "bad");
     this.showNotes([message], "bad");
   }
 
@@ -107,7 +107,7 @@ export class Panel {
       if (!v.finished) {
         v.finished = true;
         v.final = { status: "stopped", stop_reason: "disconnected", stats: {}, notes: [], text: textOf(v.records) };
-        if (v === this.current) { this.show(v); this.setStatus("connection lost", "bad"); }
+        if (v === this.current) { this.show(v); this.setStatus(gettext("connection lost"), "bad"); }
       }
     }
   }
@@ -121,7 +121,7 @@ export class Panel {
       for (const turn of this.history) this.body.append(bubble(turn.role, turn.version ? null : turn.content, turn.version));
       this.tokensEl = el("div", "bubble-text gen-tokens");
       const reply = el("div", "bubble assistant");
-      reply.append(el("span", "who", "assistant"), this.tokensEl);
+      reply.append(el("span", "who", gettext("assistant")), this.tokensEl);
       this.body.append(reply);
     } else {
       this.tokensEl = el("div", "gen-tokens");
@@ -146,7 +146,7 @@ export class Panel {
     this.versionsEl.replaceChildren();
     if (this.versions.length < 2) { this.versionsEl.hidden = true; return; }
     this.versionsEl.hidden = false;
-    this.versionsEl.append(el("span", "muted small", "Branches:"));
+    this.versionsEl.append(el("span", "muted small", gettext("Branches:")));
     this.versions.forEach((v, i) => {
       const b = el("button", "chip-button", `${i + 1} · ${v.label}`);
       b.type = "button";
@@ -162,21 +162,21 @@ export class Panel {
     if (!f) { this.notes.hidden = true; return; }
     const s = f.stats || {};
     const generated = s.generated ?? version.records.length;
-    const parts = [`${generated} token${generated === 1 ? "" : "s"}`];
-    if (s.ttft_ms !== undefined) parts.push(`TTFT ${(s.ttft_ms / 1000).toFixed(2)} s`);
-    if (s.tokens_per_s !== undefined) parts.push(`${s.tokens_per_s.toFixed(1)} tokens/s`);
-    parts.push(`stop: ${STOP_REASONS[f.stop_reason] || f.stop_reason || f.status}`);
+    const parts = [I(ngettext("%(n)s token", "%(n)s tokens", generated), { n: generated })];
+    if (s.ttft_ms !== undefined) parts.push(I(gettext("TTFT %(s)s s"), { s: (s.ttft_ms / 1000).toFixed(2) }));
+    if (s.tokens_per_s !== undefined) parts.push(I(gettext("%(rate)s tokens/s"), { rate: s.tokens_per_s.toFixed(1) }));
+    parts.push(I(gettext("stop: %(why)s"), { why: STOP_REASONS[f.stop_reason] || f.stop_reason || f.status }));
     for (const p of parts) this.stats.append(el("span", "stat", p));
     const detail = [];
-    if (f.prompt_tokens) detail.push(`prompt ${f.prompt_tokens} tokens`);
-    if (s.load_ms) detail.push(`model load ${(s.load_ms / 1000).toFixed(1)} s`);
-    if (s.queue_ms !== undefined) detail.push(`queue ${Math.round(s.queue_ms)} ms`);
-    if (f.seed !== undefined && f.seed !== null) detail.push(`seed ${f.seed}`);
+    if (f.prompt_tokens) detail.push(I(gettext("prompt %(n)s tokens"), { n: f.prompt_tokens }));
+    if (s.load_ms) detail.push(I(gettext("model load %(s)s s"), { s: (s.load_ms / 1000).toFixed(1) }));
+    if (s.queue_ms !== undefined) detail.push(I(gettext("queue %(ms)s ms"), { ms: Math.round(s.queue_ms) }));
+    if (f.seed !== undefined && f.seed !== null) detail.push(I(gettext("seed %(seed)s"), f));
     if (detail.length) this.stats.append(el("span", "stat muted", detail.join(" · ")));
-    const notes = [...(f.notes || [])];
+    const notes = (f.notes || []).map(noteText);
     if (f.error) notes.unshift(f.error);
     // context_notes are ordinary facts (a reply outgrew the context window): a quiet note, never a warning box
-    const quiet = f.context_notes || [];
+    const quiet = (f.context_notes || []).map(noteText);
     if (notes.length) this.showNotes([...notes, ...quiet], f.error ? "bad" : "warn");
     else if (quiet.length) this.showNotes(quiet, "info");
     else this.notes.hidden = true;

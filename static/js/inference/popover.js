@@ -1,7 +1,7 @@
 // The alternatives pop-over: hover, tap or focus a token to see the alternatives the sampler had (after temperature
 // and filters, and the model's raw softmax); click one to branch the generation from it.
 
-import { $, state } from "./state.js";
+import { $, I, state } from "./state.js";
 import { el, pct } from "./tokens.js";
 
 const pop = $("tok-pop");
@@ -22,16 +22,16 @@ function showPop(span) {
   const canBranch = version === panel.current && version.finished && !panel.running &&
     (state.mode !== "chat" || !panel.history.some((t) => t.version === version));
   const head = el("div", "pop-head");
-  head.append(el("code", "", r.eos ? (r.t || "end of text") : (r.t || r.b || "")),
-    el("span", "muted", ` id ${r.id} · position ${r.i}`));
+  head.append(el("code", "", r.eos ? (r.t || gettext("end of text")) : (r.t || r.b || "")),
+    el("span", "muted", " " + I(gettext("id %(id)s · position %(i)s"), r)));
   const probs = el("p", "pop-probs");
-  probs.append(el("span", "", `sampled with ${pct(r.p)}`), el("span", "muted", ` · raw ${pct(r.rp)}`));
-  if (r.forced) probs.append(el("span", "badge warn", "picked by you"));
+  probs.append(el("span", "", I(gettext("sampled with %(p)s"), { p: pct(r.p) })), el("span", "muted", " · " + I(gettext("raw %(p)s"), { p: pct(r.rp) })));
+  if (r.forced) probs.append(el("span", "badge warn", gettext("picked by you")));
   const cols = el("div", "pop-cols");
-  cols.append(altTable("After temperature & filters", r.alt || [], r, canBranch, panel, version),
-    altTable("Raw (the model's softmax)", r.ralt || [], r, canBranch, panel, version));
-  const foot = el("p", "pop-foot muted small", canBranch ? "Click an alternative to continue from it instead."
-    : panel.running ? "Branching is possible once the generation has finished." : "Branch from the latest output only.");
+  cols.append(altTable(gettext("After temperature & filters"), r.alt || [], r, canBranch, panel, version),
+    altTable(gettext("Raw (the model's softmax)"), r.ralt || [], r, canBranch, panel, version));
+  const foot = el("p", "pop-foot muted small", canBranch ? gettext("Click an alternative to continue from it instead.")
+    : panel.running ? gettext("Branching is possible once the generation has finished.") : gettext("Branch from the latest output only."));
   pop.replaceChildren(head, probs, cols, foot);
   pop.hidden = false;
   const rect = span.getBoundingClientRect();
@@ -52,7 +52,7 @@ function altTable(title, alts, r, canBranch, panel, version) {
     const b = el("button", "alt");
     b.type = "button";
     b.disabled = !canBranch || id === r.id;
-    b.title = id === r.id ? "the token that was generated" : canBranch ? "continue from this token" : "";
+    b.title = id === r.id ? gettext("the token that was generated") : canBranch ? gettext("continue from this token") : "";
     const bar = el("span", "alt-bar");
     bar.style.setProperty("--w", `${Math.max(1, 100 * p).toFixed(1)}%`);
     b.append(el("code", "alt-piece", piece), bar, el("span", "alt-p", pct(p)));

@@ -16,9 +16,9 @@ export function connect() {
   socket = openSocket(boot.urls.ws, {
     baseMs: 300,
     maxMs: 5000,
-    onOpen: () => { status.textContent = "live"; status.className = "badge ok"; },
+    onOpen: () => { status.textContent = gettext("live"); status.className = "badge ok"; },
     onClose: () => {
-      status.textContent = "disconnected — reconnecting…";
+      status.textContent = gettext("disconnected — reconnecting…");
       status.className = "badge bad";
       for (const panel of Object.values(state.panels)) panel.connectionLost();
     },
@@ -28,7 +28,7 @@ export function connect() {
 
 export function send(message) {
   if (!socket || !socket.send(message)) {
-    showError("Not connected to the server yet: try again in a moment.");
+    showError(gettext("Not connected to the server yet: try again in a moment."));
     return false;
   }
   return true;

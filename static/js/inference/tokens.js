@@ -3,6 +3,8 @@
 
 import { state } from "./state.js";
 
+const ROLES = { user: gettext("user"), assistant: gettext("assistant"), system: gettext("system") };
+
 export function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -12,7 +14,7 @@ export function el(tag, className, text) {
 
 export function bubble(role, text, version) {
   const b = el("div", "bubble " + role);
-  b.append(el("span", "who", role));
+  b.append(el("span", "who", ROLES[role] || role));
   const body = el("div", "bubble-text" + (version ? " gen-tokens" : ""));
   if (version) {
     body.dataset.uid = version.uid;
