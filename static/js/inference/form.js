@@ -3,7 +3,7 @@
 
 import { hidePop } from "./popover.js";
 import { send } from "./socket.js";
-import { $, FIELDS, models, state } from "./state.js";
+import { $, FIELDS, I, models, state } from "./state.js";
 
 export function describe(model, params) {
   const bits = [model.name];
@@ -15,7 +15,7 @@ export function describe(model, params) {
     if (params.min_p) bits.push(`min-p ${params.min_p}`);
   }
   if (params.repetition_penalty !== 1) bits.push(`rep ${params.repetition_penalty}`);
-  if (params.seed !== null && params.seed !== undefined) bits.push(interpolate(gettext("seed %(seed)s"), params, true));
+  if (params.seed !== null && params.seed !== undefined) bits.push(I(gettext("seed %(seed)s"), params));
   return bits.join(" · ");
 }
 
@@ -46,7 +46,7 @@ export function updateModel() {
   $("model-summary").textContent = m ? m.summary : "";
   const chatOK = activePanels().every((k) => (models[state.settings[k].model] || {}).is_chat);
   $("tab-chat").disabled = !chatOK;
-  $("chat-note").textContent = chatOK ? "" : gettext(gettext("chat needs a model with a chat template (SmolLM2 has one)"));
+  $("chat-note").textContent = chatOK ? "" : gettext("chat needs a model with a chat template (SmolLM2 has one)");
   if (!chatOK && state.mode === "chat") setMode("completion");
 }
 

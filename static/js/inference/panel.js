@@ -4,7 +4,7 @@
 import { describe } from "./form.js";
 import { send } from "./socket.js";
 import { boot, I, noteText, state, STOP_REASONS } from "./state.js";
-import { bubble, el, markCut, pieceOf, textOf, tokenSpan } from "./tokens.js";
+import { bubble, el, markCut, pieceOf, ROLES, textOf, tokenSpan } from "./tokens.js";
 
 export class Panel {
   constructor(key, el) {
@@ -121,7 +121,7 @@ export class Panel {
       for (const turn of this.history) this.body.append(bubble(turn.role, turn.version ? null : turn.content, turn.version));
       this.tokensEl = el("div", "bubble-text gen-tokens");
       const reply = el("div", "bubble assistant");
-      reply.append(el("span", "who", gettext("assistant")), this.tokensEl);
+      reply.append(el("span", "who", ROLES.assistant), this.tokensEl);
       this.body.append(reply);
     } else {
       this.tokensEl = el("div", "gen-tokens");

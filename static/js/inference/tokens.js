@@ -3,7 +3,7 @@
 
 import { state } from "./state.js";
 
-const ROLES = { user: gettext("user"), assistant: gettext("assistant"), system: gettext("system") };
+export const ROLES = { user: gettext("user"), assistant: gettext("assistant"), system: gettext("system") };
 
 export function el(tag, className, text) {
   const node = document.createElement(tag);
