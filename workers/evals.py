@@ -201,8 +201,7 @@ def score_generate(evaluation: Evaluation, loaded, problems: list, progress: Pro
     k = evaluation.k
     temperature = evaluation.temperature if k > 1 else 0.0
     generator = torch.Generator().manual_seed(evaluation.seed)
-    prompts = [tok.encode(selectors.prompt_text(p, model=row_model, tokenizer=tok), allow_special=True)
-               for p in problems]
+    prompts = [selectors.prompt_ids(p, model=row_model, tokenizer=tok) for p in problems]
     per_batch = max(1, GENERATE_ROWS // k)
     services.evaluation_phase(evaluation_id=evaluation.pk, phase=f"answering, {per_batch * k} sequences at a time")
     rows, counts = [], []

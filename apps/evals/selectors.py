@@ -176,6 +176,11 @@ def evaluation_problems(evaluation: Evaluation) -> list:
                         split=evaluation.split, n=evaluation.n, seed=evaluation.seed)
 
 
+def prompt_ids(problem: tasklib.Problem, *, model: Model, tokenizer) -> list[int]:
+    """prompt_text as token ids: what an evaluation scores and what a GRPO run trains on read the same tokens."""
+    return tokenizer.encode(prompt_text(problem, model=model, tokenizer=tokenizer), allow_special=True)
+
+
 def prompt_text(problem: tasklib.Problem, *, model: Model, tokenizer) -> str:
     """What the model reads for a problem: a chat model gets it as a user turn through its chat template (with the
     generation prompt that opens the assistant's turn), a base model the raw prompt."""

@@ -9,6 +9,8 @@ its before/after evaluation jobs (below). workers/reinforce.py trains it.
 
 from __future__ import annotations
 
+import functools
+
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -30,10 +32,16 @@ from apps.training import lease, realtime
 ROLLOUT_STEPS_KEPT = 20  # the sampled groups of this many recent steps are kept for the dashboard
 PASS_K = 4  # pass@k on the held-out split before and after
 N_EVAL = 100  # held-out problems evaluated before and after (the first ones of the split)
-# a rough guess at generation speed where no GRPO run has measured it yet: decoding one token at a time is bound by
-# memory bandwidth, not FLOPs, so a small fraction of peak; labelled as a guess wherever it is shown
-GUESS_DECODE_MFU = {"cpu": 0.02, "cuda": 0.01, "mps": 0.01}
-TRAIN_MFU_GUESS = {"cpu": 0.3, "cuda": 0.15, "mps": 0.15}
+# The estimate's guesses where no GRPO run of the model has measured its device yet (labelled as guesses wherever
+# shown). Decoding is a fraction of peak that grows with the rows decoded at once: one row reads every weight per
+# token; 32 rows share the read. Measured on 2 CPU cores with SmolLM2-135M (fractions of the best 1024x1024 matmul):
+# decode 0.03 at 1 row, 0.13 at 8, 0.20 at 32; the update (forward + backward over 32 sequences of 61-77 tokens)
+# 0.55-1.0. The GPU figures are not measured (no GPU has been lent to this project): a small model's decode there
+# is bound by kernel launches, far from peak.
+DECODE_MFU_GUESS = {"cpu": 0.2, "cuda": 0.01, "mps": 0.01}  # at DECODE_FULL_ROWS rows or more
+DECODE_FULL_ROWS = 32  # below, the fraction scales with sqrt(rows / DECODE_FULL_ROWS)
+TRAIN_MFU_GUESS = {"cpu": 0.6, "cuda": 0.15, "mps": 0.15}
+PROMPTS_MEASURED = 64  # problems of the task set whose prompts the estimate tokenizes
 
 
 def grpo_check_base_model(*, model, user):
@@ -95,19 +103,21 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
     return run
 
 
-def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens: int, workers: list[dict],
+def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens: float, workers: list[dict],
                   base_model_id: int | None = None, lora: bool = True, lora_r: int = 8) -> list[dict]:
     """Time per GRPO step and for the whole run on each live train worker (estimates.worker_times rows, plus the
     sampling speed the model assumed). Measured ms/step of earlier GRPO runs of the same shape on that device win;
-    else a model: sampling (prompts x G x max_new_tokens tokens, one at a time, at the speed a GRPO run of this model
-    measured on that kind of device, else a rough guess) plus the update (a forward and backward over the same
-    tokens, and a reference forward when beta > 0)."""
+    else a model of one step with every answer max_new_tokens long (an upper bound: a batch stops early once all its
+    answers have ended): sampling (prompts x G rows decoded together, at the speed a GRPO run of this model measured
+    on that kind of device, else a guessed fraction of its peak) plus the update (a forward and backward over the
+    rows' prompt_tokens + max_new_tokens, repeated num_iterations times, and a reference forward when beta > 0)."""
     # attention's FLOPs grow with the context actually used (prompt + answer), not with the model's block_size
-    used = min(int(model_config["block_size"]), prompt_tokens + grpo_config.max_new_tokens)
+    used = min(int(model_config["block_size"]), round(prompt_tokens) + grpo_config.max_new_tokens)
     cfg = GPTConfig.from_dict(dict(model_config) | {"block_size": used})
     rows = grpo_config.prompts_per_step * grpo_config.group_size
+    rows_at_once = rows // grpo_config.grad_accum
     gen_tokens = rows * grpo_config.max_new_tokens
-    seq_tokens = rows * (prompt_tokens + grpo_config.max_new_tokens)
+    seq_tokens = rows * used
     fpt = flops_per_token(cfg)  # forward + backward, per token (6N-ish)
     update_flops = fpt * seq_tokens * grpo_config.num_iterations + (fpt / 3 * seq_tokens if grpo_config.beta else 0)
     measured = _measured_sampling(base_model_id)
@@ -117,30 +127,50 @@ def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens:
         kind = device.get("kind", "cpu")
         peak = getattr(w.get("profile"), "peak_flops", None)
         tps = sampling[w["name"]] = measured.get(device_key(device))
-        sample_s = gen_tokens / tps if tps else (gen_tokens * fpt / 3 / (peak * GUESS_DECODE_MFU.get(kind, 0.02))
-                                                  if peak else None)
-        train_s = update_flops / (peak * TRAIN_MFU_GUESS.get(kind, 0.2)) if peak else None
+        decode_mfu = DECODE_MFU_GUESS.get(kind, 0.01) * min(1.0, rows_at_once / DECODE_FULL_ROWS) ** 0.5
+        sample_s = gen_tokens / tps if tps else (gen_tokens * fpt / 3 / (peak * decode_mfu) if peak else None)
+        train_s = update_flops / (peak * TRAIN_MFU_GUESS.get(kind, 0.15)) if peak else None
         step_seconds[w["name"]] = sample_s + train_s if sample_s is not None and train_s is not None else None
     shape = estimates.shape_key(kind=Run.Kind.GRPO, model_config=GPTConfig.from_dict(dict(model_config)).to_dict(),
                                 train_config={"grpo": grpo_config.to_dict(), "lora": bool(lora),
                                               "lora_r": int(lora_r)})
     out = estimates.worker_times(workers=workers, steps=grpo_config.steps, step_seconds=step_seconds,
                                  measured=selectors.step_times(shape=shape, kind=Run.Kind.GRPO))
-    return [row | {"sampling_tokens_per_s": sampling[row["name"]], "sampling_measured": bool(sampling[row["name"]])}
-            for row in out]
+    return [row | {"sampling_tokens_per_s": sampling[row["name"]], "sampling_measured": bool(sampling[row["name"]]),
+                   "prompt_tokens": prompt_tokens} for row in out]
 
 
 def _measured_sampling(base_model_id: int | None) -> dict[str, float]:
-    """{device key: sampling tokens/s} from the latest GRPO runs of this model that reported it."""
+    """{device key: decode tokens/s (rows x the batch's longest answer, per second)} from the latest GRPO runs of this
+    model that reported it."""
     if base_model_id is None:
         return {}
     found = {}
     for run in Run.objects.filter(kind=Run.Kind.GRPO, base_model_id=base_model_id, step__gt=0).order_by("-updated")[:20]:
-        tps = (run.latest or {}).get("sample_tokens_per_s")
+        tps = (run.latest or {}).get("sample_batch_tokens_per_s")
         key = device_key(run.device or {}) if run.device else None
         if tps and key and key not in found:
             found[key] = float(tps)
     return found
+
+
+def prompt_tokens(*, model: Model, corpus: Corpus) -> float:
+    """The mean length in tokens of the task set's train prompts as this model reads them (its chat template
+    included), over the first PROMPTS_MEASURED problems. Cached per model, task set and file."""
+    return _prompt_tokens(model.pk, corpus.pk, str(corpus.file), model.updated.isoformat())
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_tokens(model_id: int, corpus_id: int, path: str, version: str) -> float:
+    from apps.corpora.tasksets import taskset_problems
+    from apps.evals.selectors import prompt_ids
+    from apps.tokenization.selectors import tokenizer_from_spec
+
+    model, corpus = Model.objects.get(pk=model_id), Corpus.objects.get(pk=corpus_id)
+    tokenizer = tokenizer_from_spec(spec=model.tokenizer_spec)
+    problems = taskset_problems(corpus=corpus, split="train")[:PROMPTS_MEASURED]
+    lengths = [len(prompt_ids(p, model=model, tokenizer=tokenizer)) for p in problems]
+    return sum(lengths) / len(lengths) if lengths else 0.0
 
 
 def rollout_list(*, run: Run, steps: int = 5) -> list[Rollout]:

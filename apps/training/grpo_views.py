@@ -1,6 +1,8 @@
 """Pages of GRPO runs: the "Reinforce with GRPO" form with its per-worker estimate, and the GRPO dashboard's
 fragments. The run page itself is training:run, which renders training/run_grpo.html for kind grpo."""
 
+import logging
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -14,7 +16,9 @@ from workers.gpt.config import ConfigError
 from workers.gpt.grpo_config import GRPOConfig
 from apps.registry.models import Model
 
-PROMPT_TOKENS_GUESS = 80  # a chat-templated task prompt, for the estimate before the tokenizer has seen it
+log = logging.getLogger(__name__)
+
+PROMPT_TOKENS_GUESS = 80  # a chat-templated task prompt, for the estimate when the prompts cannot be tokenized
 
 
 @login_required
@@ -82,8 +86,13 @@ def _estimates(form: GRPOForm) -> dict:
         return {"grpo_estimates": [], "estimate_errors": [str(e) for errs in form.errors.values() for e in errs]}
     d = form.cleaned_data
     cfg = GRPOConfig.from_dict(form.grpo_config())
+    try:
+        prompt_tokens = grpo.prompt_tokens(model=d["base_model"], corpus=d["corpus"])
+    except (OSError, ValueError, LookupError):  # a tokenizer or task file gone: the run says so at launch
+        log.warning("no prompt lengths for the GRPO estimate", exc_info=True)
+        prompt_tokens = PROMPT_TOKENS_GUESS
     rows = grpo.grpo_estimate(model_config=d["base_model"].config, grpo_config=cfg,
-                              prompt_tokens=PROMPT_TOKENS_GUESS, workers=selectors.train_workers(),
+                              prompt_tokens=prompt_tokens or PROMPT_TOKENS_GUESS, workers=selectors.train_workers(),
                               base_model_id=d["base_model"].pk, lora=d["lora"])
     return {"grpo_estimates": rows, "estimate_errors": []}
 

@@ -186,3 +186,85 @@ def test_a_cancelled_run_resumes_from_its_checkpoint_and_ends_where_an_uninterru
     b = list(Metric.objects.filter(run=resumed).order_by("step").values_list("extra", flat=True))
     assert [x["reward"] for x in a] == [x["reward"] for x in b]
     assert [x["response_len"] for x in a] == [x["response_len"] for x in b]
+
+
+# -- the first step waits for the "before" evaluation when it shares this machine's cores --------------------------
+
+
+def _before_running_on(run, host: str):
+    from apps.evals.models import Evaluation
+
+    Evaluation.objects.filter(pk=run.data["heldout"]["before"]).update(status=Evaluation.Status.RUNNING,
+                                                                         worker=f"pid 1@{host}")
+    return Evaluation.objects.get(pk=run.data["heldout"]["before"])
+
+
+def _messages(run) -> list[str]:
+    return list(run.events.order_by("at", "id").values_list("message", flat=True))
+
+
+@pytest.fixture
+def quick_poll(monkeypatch):
+    monkeypatch.setattr(reinforce, "BEFORE_POLL_SECONDS", 0.05)
+
+
+def test_the_first_step_waits_while_the_before_evaluation_runs_on_this_machine(user, tiny_model, arithmetic_set,
+                                                                               quick_poll):
+    import platform
+    import threading
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.evals.models import Evaluation
+
+    run = make(user, tiny_model, arithmetic_set, steps=2)
+    before = _before_running_on(run, platform.node())
+    finished = {}
+
+    def finish_later():
+        import time
+
+        time.sleep(1.0)
+        finished["at"] = timezone.now()
+        Evaluation.objects.filter(pk=before.pk).update(status=Evaluation.Status.SUCCEEDED)
+        connection.close()
+
+    threading.Thread(target=finish_later).start()
+    assert train(run) == "succeeded"
+    messages = _messages(run)
+    assert any(f"Waiting for evaluation #{before.pk}" in m for m in messages), messages
+    starts = run.events.get(message__startswith="Training starts (waited")
+    assert starts.at >= finished["at"]  # no step was taken while the evaluation ran
+    assert Metric.objects.filter(run=run).count() == 2
+
+
+def test_an_evaluation_elsewhere_or_queued_with_no_infer_worker_here_is_not_waited_for(user, tiny_model,
+                                                                                       arithmetic_set, quick_poll):
+    queued = make(user, tiny_model, arithmetic_set, steps=1)  # no infer worker heartbeats in this test
+    elsewhere = make(user, tiny_model, arithmetic_set, steps=1)
+    _before_running_on(elsewhere, "another-machine")
+    for run in (queued, elsewhere):
+        assert train(run) == "succeeded"
+        assert not any("Waiting for evaluation" in m for m in _messages(run))
+
+
+def test_the_wait_is_capped_and_cancel_is_heard_while_waiting(user, tiny_model, arithmetic_set, quick_poll,
+                                                              monkeypatch):
+    import platform
+    import threading
+
+    capped = make(user, tiny_model, arithmetic_set, steps=1)
+    _before_running_on(capped, platform.node())
+    monkeypatch.setattr(reinforce, "BEFORE_WAIT_SECONDS", 0.5)
+    assert train(capped) == "succeeded"  # went on while the evaluation still ran
+    assert any(m.startswith("Training starts (waited") for m in _messages(capped))
+
+    monkeypatch.setattr(reinforce, "BEFORE_WAIT_SECONDS", 600)
+    cancelled = make(user, tiny_model, arithmetic_set, steps=1)
+    _before_running_on(cancelled, platform.node())
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    assert train(cancelled, stop=stop) == "cancelled"
+    cancelled.refresh_from_db()
+    assert cancelled.step == 0 and not Metric.objects.filter(run=cancelled).exists()

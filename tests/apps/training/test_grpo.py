@@ -100,7 +100,7 @@ def test_the_estimate_is_a_labelled_guess_until_a_run_measured_sampling(user, ti
     assert not guess["sampling_measured"] and guess["time"]["source"] == "model" and guess["time"]["per_step_s"] > 0
     assert guess["time"]["low"] < guess["time"]["seconds"] < guess["time"]["high"]
     run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
-    Run.objects.filter(pk=run.pk).update(step=1, device=worker["device"], latest={"sample_tokens_per_s": 400.0})
+    Run.objects.filter(pk=run.pk).update(step=1, device=worker["device"], latest={"sample_batch_tokens_per_s": 400.0})
     [measured] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
                                         workers=[worker], base_model_id=tiny_model.pk)
     assert measured["sampling_measured"] and measured["sampling_tokens_per_s"] == 400.0
@@ -126,6 +126,34 @@ def test_the_form_shows_the_time_per_step_on_each_worker(client, user, tiny_mode
     html = client.post("/training/grpo/estimate/", form_data(tiny_model, arithmetic_set)).content.decode()
     assert 'data-worker="train@box"' in html and "per step" in html and 'data-source="model"' in html
     assert "sampling speed guessed" in html
+    # the prompts' length is the task set's, tokenized as the model reads them (chat template included)
+    from apps.corpora.tasksets import taskset_problems
+    from apps.evals.selectors import prompt_ids
+    from apps.tokenization.selectors import tokenizer_from_spec
+
+    tok = tokenizer_from_spec(spec=tiny_model.tokenizer_spec)
+    lengths = [len(prompt_ids(p, model=tiny_model, tokenizer=tok))
+               for p in taskset_problems(corpus=arithmetic_set, split="train")[:grpo_app.PROMPTS_MEASURED]]
+    assert grpo_app.prompt_tokens(model=tiny_model, corpus=arithmetic_set) == sum(lengths) / len(lengths)
+    assert f"Prompts: {round(sum(lengths) / len(lengths))} tokens on average" in html and "upper bound" in html
+
+
+def test_the_estimate_of_the_benchmark_setting_follows_what_a_step_costs_on_two_cores():
+    """SmolLM2-135M, 4 prompts x G 8, 32 new tokens, 45-token prompts (arithmetic level 1, short), on a CPU whose best
+    1024-matmul does 199 GFLOP/s: measured (tests/benchmarks' setting, answers all 32 tokens long) decode 6.6-7.8 s
+    and update 15-19 s for one step. The guess must land within a factor of 1.5 of that 22-27 s (it was 8x off)."""
+    from types import SimpleNamespace
+
+    from workers.gpt.grpo_config import GRPOConfig
+
+    smol = {"vocab_size": 49152, "block_size": 8192, "n_layer": 30, "n_head": 9, "n_embd": 576, "dropout": 0.0,
+            "bias": False, "norm": "rmsnorm", "pos": "rope", "mlp": "swiglu", "n_kv_head": 3, "rope_theta": 100000.0,
+            "norm_eps": 1e-05, "intermediate_size": 1536, "tie_embeddings": True}  # SmolLM2-135M's, as imported
+    cpu = {"name": "train@box", "device": {"kind": "cpu", "name": "CPU", "cores": 2},
+           "profile": SimpleNamespace(peak_flops=199e9, mfu=None, runs=0)}
+    cfg = GRPOConfig(steps=100, prompts_per_step=4, group_size=8, max_new_tokens=32, beta=0.0)
+    [row] = grpo_app.grpo_estimate(model_config=smol, grpo_config=cfg, prompt_tokens=45.3, workers=[cpu])
+    assert 22 / 1.5 < row["time"]["per_step_s"] < 27 * 1.5
 
 
 def test_the_rollouts_panel_shows_right_answers_green_and_wrong_red(client, user, tiny_model, arithmetic_set):
