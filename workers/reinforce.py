@@ -132,7 +132,7 @@ class ReinforceJob(TrainingJob):
     def wait_for_before(self) -> None:
         """Let the held-out "before" evaluation finish first when it runs on this machine. The two would share its
         cores: on 2 CPU cores, side by side, GRPO steps took 118 s instead of 8.4 s and the evaluation 23 min instead
-        of one. Not waited for: an evaluation on another machine, one that has gone silent, one still queued with
+        of 1-2. Not waited for: an evaluation on another machine, one that has gone silent, one still queued with
         no live infer worker here to take it (or none taking it within BEFORE_QUEUED_SECONDS), or for longer than
         BEFORE_WAIT_SECONDS. Cancel is heard while waiting."""
         from django.utils import timezone
@@ -293,18 +293,20 @@ class ReinforceJob(TrainingJob):
         return f"registered as {model.name}"
 
 
-@torch.no_grad()
 def _infer_worker_on(host: str) -> bool:
     """Whether a live worker on this machine listens to the infer queue (where evaluations run)."""
+    from redis.exceptions import RedisError
+
     from apps.system.selectors import worker_list
 
     try:
         workers = worker_list()
-    except Exception:  # no Redis: nothing to wait for
+    except (RedisError, OSError):  # no Redis: no heartbeats to go by, so nothing to wait for
         return False
     return any(w["state"] == "live" and w.get("host") == host and "infer" in w.get("queues", ()) for w in workers)
 
 
+@torch.no_grad()
 def heldout_accuracy(model, problems, *, encode_prompt, decode, stop_ids, max_new_tokens: int, k: int = 1,
                      temperature: float = 1.0, top_k=None, top_p=None, seed: int = 0) -> dict:
     """pass@1 (one greedy answer per problem, with its 95 % Wilson interval) and pass@k (some of k samples at

@@ -107,10 +107,11 @@ def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens:
                   base_model_id: int | None = None, lora: bool = True, lora_r: int = 8) -> list[dict]:
     """Time per GRPO step and for the whole run on each live train worker (estimates.worker_times rows, plus the
     sampling speed the model assumed). Measured ms/step of earlier GRPO runs of the same shape on that device win;
-    else a model of one step with every answer max_new_tokens long (an upper bound: a batch stops early once all its
-    answers have ended): sampling (prompts x G rows decoded together, at the speed a GRPO run of this model measured
-    on that kind of device, else a guessed fraction of its peak) plus the update (a forward and backward over the
-    rows' prompt_tokens + max_new_tokens, repeated num_iterations times, and a reference forward when beta > 0)."""
+    else a model of one step with every answer max_new_tokens long (a batch stops early once all its answers have
+    ended, so steps whose answers are short take less): sampling (prompts x G rows decoded together, at the speed a
+    GRPO run of this model measured on that kind of device, else a guessed fraction of its peak) plus the update (a
+    forward and backward over the rows' prompt_tokens + max_new_tokens, repeated num_iterations times, and a
+    reference forward when beta > 0)."""
     # attention's FLOPs grow with the context actually used (prompt + answer), not with the model's block_size
     used = min(int(model_config["block_size"]), round(prompt_tokens) + grpo_config.max_new_tokens)
     cfg = GPTConfig.from_dict(dict(model_config) | {"block_size": used})
@@ -253,6 +254,10 @@ def heldout_views(*, run: Run) -> dict:
         passk = (view["metrics"].get(f"pass@{e.k}") or {}) if e.k > 1 else {"value": view["score"]}
         out[which] = view | {"pass1": view["score"], "pass1_low": view["low"], "pass1_high": view["high"],
                              "passk": passk.get("value")}
+        if view["score"] is not None:  # the bar the panel draws, in percent of the axis (0-100 %)
+            out[which]["bar"] = {"pass1": 100 * view["score"], "low": 100 * view["low"],
+                                 "width": 100 * (view["high"] - view["low"]),
+                                 "passk": 100 * passk["value"] if passk.get("value") is not None else None}
     out["rows"] = [("before", out["before"]), ("after", out["after"])]
     out["active"] = run.is_active or any(out[w] and out[w]["active"] for w in ("before", "after"))
     return out

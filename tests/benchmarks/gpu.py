@@ -9,6 +9,10 @@ It stays under 5 minutes: compiling takes about one (less with a warm cache, kep
 keeps it), and training stops at TRAIN_SECONDS whatever the step. With no CUDA GPU it says so and exits 0.
 BENCH_GPU_SMOKE=1 runs the same code on a tiny model on the CPU (not compiled): a check of this script, not a
 measurement. Target (issue 14): >= 45 % bf16 MFU on an H100/H200, where llm.c stands.
+
+Then GRPO steps in tests/benchmarks/test_grpo_learning.py's setting (SmolLM2-135M-Instruct, arithmetic level 1
+with the short instruction, 4 prompts x G 8, 32 new tokens, full weights), timed per step against that benchmark's
+median step on 2 CPU cores. Target (issue 12): >= 20x faster per step.
 """
 
 import os
@@ -24,6 +28,9 @@ BATCH = int(os.environ.get("BENCH_GPU_BATCH", 16))  # x 1024 tokens; 16 fits a 2
 TRAIN_SECONDS = 150  # training stops here even if STEPS are not done, so the whole script stays under 5 minutes
 WARMUP_REPORTS = 2  # log reports left out of the figures: the first holds the compilation
 GEN_TOKENS = 256
+GRPO_STEPS = 12  # the first GRPO_WARMUP are left out of the median
+GRPO_WARMUP = 2
+GRPO_CPU_STEP_S = 10.3  # median step of test_grpo_learning.py on 2 CPU cores (session 4's run, 106 steps in 20.1 min)
 SMOKE = os.environ.get("BENCH_GPU_SMOKE") == "1"
 
 
@@ -98,7 +105,48 @@ def main() -> int:
     print(f"  generate (KV cache, batch 1, greedy): {n / dt:,.0f} tokens/s over {n} tokens")
     print(f"  total {time.monotonic() - started:.0f} s; target >= 45 % MFU on an H100/H200: "
           + ("n/a (smoke run)" if SMOKE else "ok" if mfu >= 0.45 else "MISSED"))
+    grpo_steps(device, "CPU (smoke run)" if SMOKE else name)
     return 0
+
+
+def grpo_steps(device: str, name: str) -> None:
+    """Median seconds per GRPO step of the CPU benchmark's setting on `device`, and the ratio to GRPO_CPU_STEP_S."""
+    import statistics
+    import tempfile
+
+    from tests.smollm2 import gguf_path
+    from workers.gpt.chat import render_chat
+    from workers.gpt.checkpoint import load_model
+    from workers.gpt.formats.gguf import read_gguf
+    from workers.gpt.formats.llmlab import write_checkpoint
+    from workers.gpt.grpo import GRPOConfig, grpo
+    from workers.gpt.tasks import task_problems
+
+    if gguf_path() is None:
+        print("  grpo: SmolLM2 is not installed (make install does it); skipped")
+        return
+    imported = read_gguf(gguf_path(), name="SmolLM2-135M-Instruct")
+    tok = imported.tokenizer
+    model = load_model(write_checkpoint(imported, Path(tempfile.mkdtemp())), device)
+    stop_ids = [i for s, i in tok.special_tokens.items() if s in ("<|im_end|>", "<|endoftext|>")]
+
+    def encode(p):
+        return tok.encode(render_chat(tok.chat_template, [{"role": "user", "content": p.prompt}],
+                                      add_generation_prompt=True), allow_special=True)
+
+    steps = 3 if SMOKE else GRPO_STEPS
+    problems = task_problems("arithmetic", split="train", n=200, difficulty=1, seed=0, instruction="short")
+    cfg = GRPOConfig(steps=steps, prompts_per_step=4, group_size=8, learning_rate=1e-5, max_new_tokens=32,
+                     temperature=1.0, beta=0.0, flat_steps=0, seed=0)
+    state = grpo(model, problems, cfg, encode_prompt=encode,
+                 decode=lambda ids: tok.decode([i for i in ids if i not in stop_ids]), stop_ids=stop_ids)
+    timed = state.history[min(GRPO_WARMUP, len(state.history) - 1):]
+    step_s = statistics.median(r["ms"] for r in timed) / 1000
+    sampling = statistics.median(r["sample_s"] for r in timed)
+    ratio = GRPO_CPU_STEP_S / step_s
+    print(f"  grpo on {name}: SmolLM2-135M, 4 prompts x G 8, 32 new tokens: {step_s:.2f} s per step (median of "
+          f"{len(timed)}; sampling {sampling:.2f} s of it), x{ratio:.1f} the 2-core CPU benchmark's "
+          f"{GRPO_CPU_STEP_S} s; target >= 20x: " + ("n/a (smoke run)" if SMOKE else "ok" if ratio >= 20 else "MISSED"))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,11 @@ def test_heldout_before_and_after_are_evaluation_jobs_drawn_on_the_run_page_and_
         assert v["pass1"] <= v["passk"] <= 1
     panel = client.get(reverse("training:heldout", args=[run.pk])).content.decode()
     assert "hx-get" not in panel and "(k=2)" in panel
+    for which in ("before", "after"):  # drawn: a bar to pass@1 and its interval, on a 0-100 % axis
+        v = views[which]
+        row = panel.split(f'class="hb-row" data-which="{which}"')[1].split("hb-value")[0]
+        assert f'class="hb-bar" style="width: {100 * v["pass1"]:.1f}%"' in row
+        assert f'left: {100 * v["pass1_low"]:.1f}%; width: {100 * (v["pass1_high"] - v["pass1_low"]):.1f}%' in row
     table = lineage_table(model=made, user=user)
     assert table["models"] == [tiny_model, made] and len(table["rows"]) == 1
     assert [c["evaluation_id"] for c in table["rows"][0]["cells"]] == [before.pk, after.pk]
