@@ -208,9 +208,8 @@ class ReinforceJob(TrainingJob):
         tps = finite(r["sample_tokens_per_s"]) or 0.0
         row = [step, finite(r["loss"]), r["lr"], finite(r["grad_norm"]), r["ms"], tps, None, elapsed, extra]
         latest = {"loss": finite(r["loss"]), "lr": r["lr"], "grad_norm": finite(r["grad_norm"]), "ms": r["ms"],
-                  "tokens_per_s": tps, "sample_tokens_per_s": tps,
-                  "sample_batch_tokens_per_s": finite(r["sample_batch_tokens_per_s"]), "mfu": None,
-                  "eta_seconds": self.eta(step), **extra}
+                  "tokens_per_s": tps, "sample_tokens_per_s": tps, "mfu": None, "eta_seconds": self.eta(step),
+                  **extra}
         self.recorder.add_step(row, {"status": Run.Status.RUNNING, "step": step, "max_steps": self.max_steps,
                                      "elapsed": elapsed, "eta_seconds": latest["eta_seconds"], "latest": latest,
                                      "best_val_loss": None})

@@ -15,7 +15,6 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from apps.system.devices import device_key
 from apps.training import estimates, selectors, services
 from apps.training.models import Rollout, Run, RunEvent
 from apps.training.services import TrainingError
@@ -32,13 +31,13 @@ from apps.training import lease, realtime
 ROLLOUT_STEPS_KEPT = 20  # the sampled groups of this many recent steps are kept for the dashboard
 PASS_K = 4  # pass@k on the held-out split before and after
 N_EVAL = 100  # held-out problems evaluated before and after (the first ones of the split)
-# The estimate's guesses where no GRPO run of the model has measured its device yet (labelled as guesses wherever
-# shown). Decoding is a fraction of peak that grows with the rows decoded at once: one row reads every weight per
-# token; 32 rows share the read. Measured on 2 CPU cores with SmolLM2-135M (fractions of the best 1024x1024 matmul):
-# decode 0.03 at 1 row, 0.13 at 8, 0.20 at 32; the update (forward + backward over 32 sequences of 61-77 tokens)
-# 0.55-1.0. The GPU figures are not measured (no GPU has been lent to this project): a small model's decode there
-# is bound by kernel launches, far from peak.
-DECODE_MFU_GUESS = {"cpu": 0.2, "cuda": 0.01, "mps": 0.01}  # at DECODE_FULL_ROWS rows or more
+# The estimate's fractions of peak where no GRPO run of the shape has timed its steps on the device yet (shown as a
+# model with a wide range). Decoding is a fraction that grows with the rows decoded at once: one row reads every
+# weight per token, 32 rows share the read. Measured on 2 CPU cores with SmolLM2-135M (fractions of the best
+# 1024x1024 matmul): a decode step 0.03 at 1 row, 0.17 at 8, 0.30 at 32; the prefill of 32 45-token prompts
+# 0.7; the update (forward + backward over 32 sequences of 61-77 tokens) 0.55-1.0. The GPU figures are not
+# measured (no GPU has been lent to this project): a small model's decode there is bound by kernel launches.
+DECODE_MFU_GUESS = {"cpu": 0.3, "cuda": 0.01, "mps": 0.01}  # at DECODE_FULL_ROWS rows or more
 DECODE_FULL_ROWS = 32  # below, the fraction scales with sqrt(rows / DECODE_FULL_ROWS)
 TRAIN_MFU_GUESS = {"cpu": 0.6, "cuda": 0.15, "mps": 0.15}
 PROMPTS_MEASURED = 64  # problems of the task set whose prompts the estimate tokenizes
@@ -104,55 +103,39 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
 
 
 def grpo_estimate(*, model_config: dict, grpo_config: GRPOConfig, prompt_tokens: float, workers: list[dict],
-                  base_model_id: int | None = None, lora: bool = True, lora_r: int = 8) -> list[dict]:
-    """Time per GRPO step and for the whole run on each live train worker (estimates.worker_times rows, plus the
-    sampling speed the model assumed). Measured ms/step of earlier GRPO runs of the same shape on that device win;
-    else a model of one step with every answer max_new_tokens long (a batch stops early once all its answers have
-    ended, so steps whose answers are short take less): sampling (prompts x G rows decoded together, at the speed a
-    GRPO run of this model measured on that kind of device, else a guessed fraction of its peak) plus the update (a
-    forward and backward over the rows' prompt_tokens + max_new_tokens, repeated num_iterations times, and a
-    reference forward when beta > 0)."""
+                  lora: bool = True, lora_r: int = 8) -> list[dict]:
+    """Time per GRPO step and for the whole run on each live train worker (estimates.worker_times rows). Measured
+    ms/step of earlier GRPO runs of the same shape on that device win; else a FLOPs model of one step with every
+    answer max_new_tokens long (a batch stops once all its answers have ended, so steps whose answers are short
+    take less): sampling (the prompts' prefill, then prompts x G rows decoded together, each at a guessed fraction of
+    the device's peak) plus the update (a forward and backward over the rows' prompt_tokens + max_new_tokens,
+    repeated num_iterations times, and a reference forward when beta > 0)."""
     # attention's FLOPs grow with the context actually used (prompt + answer), not with the model's block_size
     used = min(int(model_config["block_size"]), round(prompt_tokens) + grpo_config.max_new_tokens)
     cfg = GPTConfig.from_dict(dict(model_config) | {"block_size": used})
     rows = grpo_config.prompts_per_step * grpo_config.group_size
     rows_at_once = rows // grpo_config.grad_accum
-    gen_tokens = rows * grpo_config.max_new_tokens
+    fpt = flops_per_token(cfg)  # forward + backward, per token (6N-ish); a forward is a third
+    prefill_flops = fpt / 3 * rows * prompt_tokens
+    decode_flops = fpt / 3 * rows * grpo_config.max_new_tokens
     seq_tokens = rows * used
-    fpt = flops_per_token(cfg)  # forward + backward, per token (6N-ish)
     update_flops = fpt * seq_tokens * grpo_config.num_iterations + (fpt / 3 * seq_tokens if grpo_config.beta else 0)
-    measured = _measured_sampling(base_model_id)
-    step_seconds, sampling = {}, {}
+    step_seconds = {}
     for w in workers:
-        device = w.get("device") or {}
-        kind = device.get("kind", "cpu")
+        kind = (w.get("device") or {}).get("kind", "cpu")
         peak = getattr(w.get("profile"), "peak_flops", None)
-        tps = sampling[w["name"]] = measured.get(device_key(device))
-        decode_mfu = DECODE_MFU_GUESS.get(kind, 0.01) * min(1.0, rows_at_once / DECODE_FULL_ROWS) ** 0.5
-        sample_s = gen_tokens / tps if tps else (gen_tokens * fpt / 3 / (peak * decode_mfu) if peak else None)
-        train_s = update_flops / (peak * TRAIN_MFU_GUESS.get(kind, 0.15)) if peak else None
-        step_seconds[w["name"]] = sample_s + train_s if sample_s is not None and train_s is not None else None
+        if not peak:
+            step_seconds[w["name"]] = None
+            continue
+        dense = peak * TRAIN_MFU_GUESS.get(kind, 0.15)  # prefill and update: matmuls over many tokens at once
+        decode = peak * DECODE_MFU_GUESS.get(kind, 0.01) * min(1.0, rows_at_once / DECODE_FULL_ROWS) ** 0.5
+        step_seconds[w["name"]] = (prefill_flops + update_flops) / dense + decode_flops / decode
     shape = estimates.shape_key(kind=Run.Kind.GRPO, model_config=GPTConfig.from_dict(dict(model_config)).to_dict(),
                                 train_config={"grpo": grpo_config.to_dict(), "lora": bool(lora),
                                               "lora_r": int(lora_r)})
     out = estimates.worker_times(workers=workers, steps=grpo_config.steps, step_seconds=step_seconds,
                                  measured=selectors.step_times(shape=shape, kind=Run.Kind.GRPO))
-    return [row | {"sampling_tokens_per_s": sampling[row["name"]], "sampling_measured": bool(sampling[row["name"]]),
-                   "prompt_tokens": prompt_tokens} for row in out]
-
-
-def _measured_sampling(base_model_id: int | None) -> dict[str, float]:
-    """{device key: decode tokens/s (rows x the batch's longest answer, per second)} from the latest GRPO runs of this
-    model that reported it."""
-    if base_model_id is None:
-        return {}
-    found = {}
-    for run in Run.objects.filter(kind=Run.Kind.GRPO, base_model_id=base_model_id, step__gt=0).order_by("-updated")[:20]:
-        tps = (run.latest or {}).get("sample_batch_tokens_per_s")
-        key = device_key(run.device or {}) if run.device else None
-        if tps and key and key not in found:
-            found[key] = float(tps)
-    return found
+    return [row | {"prompt_tokens": prompt_tokens} for row in out]
 
 
 def prompt_tokens(*, model: Model, corpus: Corpus) -> float:

@@ -71,9 +71,11 @@ def _visible_run(request, run_id: int):
 
 
 def _initial(request) -> dict:
-
+    """SmolLM2-135M-Instruct itself, not the newest of its descendants (SmolLM2-135M-Instruct-grpo, ...)."""
     initial = {}
-    smol = Model.objects.usable_by(request.user).filter(name__icontains="SmolLM2-135M-Instruct").first()
+    usable = Model.objects.usable_by(request.user)
+    smol = (usable.filter(name="SmolLM2-135M-Instruct").first()
+            or usable.filter(name__icontains="SmolLM2-135M-Instruct").order_by("created", "id").first())
     if smol is not None:
         initial["base_model"] = smol.pk
     if request.GET.get("corpus", "").isdigit():
@@ -93,7 +95,7 @@ def _estimates(form: GRPOForm) -> dict:
         prompt_tokens = PROMPT_TOKENS_GUESS
     rows = grpo.grpo_estimate(model_config=d["base_model"].config, grpo_config=cfg,
                               prompt_tokens=prompt_tokens or PROMPT_TOKENS_GUESS, workers=selectors.train_workers(),
-                              base_model_id=d["base_model"].pk, lora=d["lora"])
+                              lora=d["lora"])
     return {"grpo_estimates": rows, "estimate_errors": []}
 
 

@@ -87,9 +87,7 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
     reward_fn(problem, text) -> tasks.CheckResult; default tasks.check with config.format_reward
     on_step(report)  after every step: {"step", "reward_mean", "accuracy", "reward_std", "response_length",
                      "kl", "entropy", "loss", "clip_ratio", "grad_norm", "lr", "truncated", "flat_groups", "ms",
-                     "sample_s", "sample_tokens", "sample_tokens_per_s", "sample_batch_tokens_per_s"}
-                     (sample_tokens counts the answers' tokens; the batch decodes until its longest answer ends,
-                     so sample_batch_tokens_per_s counts rows x that length: the speed of the decode itself)
+                     "sample_s", "sample_tokens", "sample_tokens_per_s"}
     on_group(report) for every group of every step: {"step", "prompt", "answer", "samples": [{"text", "reward",
                      "correct", "length", "truncated"}]}
     should_stop()    checked before every step; True ends the run with state.stopped set
@@ -162,7 +160,7 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
                     order_rng.shuffle(queue)  # every problem once per epoch, in a seeded order
                 batch.append(problems[queue.pop()])
             per_micro = cfg.prompts_per_step // cfg.grad_accum
-            rollouts, samples, sample_s, sample_tokens, batch_tokens = [], [], 0.0, 0, 0
+            rollouts, samples, sample_s, sample_tokens = [], [], 0.0, 0
             for m in range(cfg.grad_accum):
                 chunk = batch[m * per_micro:(m + 1) * per_micro]
                 rows = [prompt_ids[p.prompt] for p in chunk for _ in range(cfg.group_size)]
@@ -172,7 +170,6 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
                                              stop_ids=stop_ids, generator=sample_gen)
                 sample_s += time.perf_counter() - ts
                 sample_tokens += sum(len(c) for c in completions)
-                batch_tokens += len(rows) * max((len(c) for c in completions), default=0)
                 rewards = []
                 for i, (p, c) in enumerate(zip([p for p in chunk for _ in range(cfg.group_size)], completions)):
                     text = decode(c)
@@ -245,7 +242,6 @@ def grpo(policy: torch.nn.Module, problems: list[Problem], config: GRPOConfig, *
                 "sample_s": sample_s,
                 "sample_tokens": sample_tokens,
                 "sample_tokens_per_s": sample_tokens / sample_s if sample_s > 0 else None,
-                "sample_batch_tokens_per_s": batch_tokens / sample_s if sample_s > 0 else None,
             }
             state.history.append(report)
             if on_group is not None:

@@ -87,7 +87,8 @@ def test_the_form_names_another_users_model(client, user, other_user, arithmetic
     assert r.status_code == 400 and "another user&#x27;s private model" in r.content.decode()
 
 
-def test_the_estimate_is_a_labelled_guess_until_a_run_measured_sampling(user, tiny_model, arithmetic_set):
+def test_the_estimate_is_a_model_with_a_wide_range_until_steps_of_the_shape_were_timed(user, tiny_model,
+                                                                                       arithmetic_set):
     from types import SimpleNamespace
 
     from workers.gpt.grpo_config import GRPOConfig
@@ -96,21 +97,17 @@ def test_the_estimate_is_a_labelled_guess_until_a_run_measured_sampling(user, ti
               "profile": SimpleNamespace(peak_flops=1e11, mfu=None, runs=0)}
     cfg = GRPOConfig(**SETTINGS)
     [guess] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
-                                     workers=[worker], base_model_id=tiny_model.pk)
-    assert not guess["sampling_measured"] and guess["time"]["source"] == "model" and guess["time"]["per_step_s"] > 0
+                                     workers=[worker])
+    assert guess["time"]["source"] == "model" and not guess["time"]["measured"] and guess["time"]["per_step_s"] > 0
     assert guess["time"]["low"] < guess["time"]["seconds"] < guess["time"]["high"]
     run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
-    Run.objects.filter(pk=run.pk).update(step=1, device=worker["device"], latest={"sample_batch_tokens_per_s": 400.0})
-    [measured] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
-                                        workers=[worker], base_model_id=tiny_model.pk)
-    assert measured["sampling_measured"] and measured["sampling_tokens_per_s"] == 400.0
-    assert measured["time"]["source"] == "model"  # sampling speed known, but no step of this shape timed yet
+    Run.objects.filter(pk=run.pk).update(device=worker["device"])
     # steps of a run of this shape on this device: their ms/step is the estimate, with a narrow range
     Metric.objects.bulk_create([Metric(run=run, step=s, loss=1.0, lr=1e-5, ms=2000.0 + 10 * (s % 5), tokens_per_s=1,
                                        elapsed=2.0 * s) for s in range(1, 40)])
     Run.objects.filter(pk=run.pk).update(step=39)
     [timed] = grpo_app.grpo_estimate(model_config=tiny_model.config, grpo_config=cfg, prompt_tokens=80,
-                                     workers=[worker], base_model_id=tiny_model.pk)
+                                     workers=[worker])
     assert timed["time"]["measured"] and timed["time"]["per_step_s"] == pytest.approx(2.02, abs=0.03)
     assert timed["time"]["seconds"] == pytest.approx(2.02 * cfg.steps, rel=0.02)
 
@@ -205,3 +202,13 @@ def test_the_heldout_panel_of_another_users_run_is_absent(client, user, other_us
     run = grpo_app.grpo_run_create(owner=user, base_model=tiny_model, corpus=arithmetic_set, grpo_config=SETTINGS)
     client.force_login(other_user)
     assert client.get(f"/training/runs/{run.pk}/heldout/").status_code == 404
+
+
+def test_the_form_starts_from_smollm2_itself_not_its_newest_descendant(client, user):
+    from tests.grpo_fixtures import tiny_registry_model
+
+    base = tiny_registry_model(owner=user, name="SmolLM2-135M-Instruct")
+    tiny_registry_model(owner=user, name="SmolLM2-135M-Instruct-grpo")  # what a GRPO run of it registered
+    client.force_login(user)
+    html = client.get("/training/grpo/new/").content.decode()
+    assert f'<option value="{base.pk}" selected>' in html
