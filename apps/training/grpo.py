@@ -21,11 +21,13 @@ from apps.training.services import TrainingError
 from workers.gpt.config import ConfigError, GPTConfig, flops_per_token
 from workers.gpt.grpo_config import GRPOConfig
 from apps.corpora.models import Corpus
+from apps.corpora.tasksets import taskset_problems
 from apps.evals.models import Evaluation
-from apps.evals.selectors import EvalError, evaluation_view
+from apps.evals.selectors import EvalError, evaluation_view, prompt_ids
 from apps.evals.services import evaluation_create, evaluation_repeat
 from apps.registry.models import Model
 from apps.system.realtime import publish
+from apps.tokenization.selectors import tokenizer_from_spec
 from apps.training import lease, realtime
 
 ROLLOUT_STEPS_KEPT = 20  # the sampled groups of this many recent steps are kept for the dashboard
@@ -146,10 +148,6 @@ def prompt_tokens(*, model: Model, corpus: Corpus) -> float:
 
 @functools.lru_cache(maxsize=64)
 def _prompt_tokens(model_id: int, corpus_id: int, path: str, version: str) -> float:
-    from apps.corpora.tasksets import taskset_problems
-    from apps.evals.selectors import prompt_ids
-    from apps.tokenization.selectors import tokenizer_from_spec
-
     model, corpus = Model.objects.get(pk=model_id), Corpus.objects.get(pk=corpus_id)
     tokenizer = tokenizer_from_spec(spec=model.tokenizer_spec)
     problems = taskset_problems(corpus=corpus, split="train")[:PROMPTS_MEASURED]
