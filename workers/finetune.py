@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 
+from django.utils.translation import gettext_noop
+
 from apps.corpora.conversations import conversations_load
 from apps.registry.models import Model
 from apps.registry.selectors import model_tokenizer
@@ -66,14 +68,19 @@ class FinetuneJob(TrainingJob):
         self.prompts = [_prompt(c, self.tokenizer, self.template) for c in val_convs[:N_SAMPLE_PROMPTS]]
         report = self.batches.report()
         cropped, dropped = (sum(r.get(key, 0) for r in report.values()) for key in ("cropped", "dropped"))
-        left_out = (f"; {dropped:,} of them kept no assistant token after cropping and were left out" if dropped
-                    else "")
+        params = {"train": f"{report['train']['conversations']:,}", "val": f"{report['val']['conversations']:,}",
+                  "trained": f"{report['train']['trained_tokens']:,}", "tokens": f"{report['train']['tokens']:,}",
+                  "cropped": f"{cropped:,}", "block": self.batches.block_size, "dropped": f"{dropped:,}"}
+        message = (gettext_noop(
+            "Conversations rendered: %(train)s training and %(val)s validation, %(trained)s trained-on (assistant) "
+            "tokens of %(tokens)s; %(cropped)s conversation(s) longer than %(block)s tokens were cropped from the "
+            "left (their final answer kept); %(dropped)s of them kept no assistant token after cropping and were "
+            "left out.") if dropped else gettext_noop(
+            "Conversations rendered: %(train)s training and %(val)s validation, %(trained)s trained-on (assistant) "
+            "tokens of %(tokens)s; %(cropped)s conversation(s) longer than %(block)s tokens were cropped from the "
+            "left (their final answer kept)."))
         lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.WARNING if cropped else RunEvent.Kind.GOOD,
-                       message=(
-            f"Conversations rendered: {report['train']['conversations']:,} training and "
-            f"{report['val']['conversations']:,} validation, {report['train']['trained_tokens']:,} trained-on "
-            f"(assistant) tokens of {report['train']['tokens']:,}; {cropped:,} conversation(s) longer than "
-            f"{self.batches.block_size} tokens were cropped from the left (their final answer kept){left_out}."))
+                       message=message, params=params)
         return None, None
 
     def check_fits(self, model_cfg, train_cfg, train_data, val_data, device) -> None:
@@ -127,8 +134,9 @@ class FinetuneJob(TrainingJob):
             except (RegistryError, OSError, ValueError) as exc:
                 self.fail(f"training finished but the model could not be registered: {exc}")
                 return "failed: register"
-            lease.run_note(run_id=self.run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=(
-                f"Registered as the model {model.name} (a draft: publish it in the registry to share it)."))
+            lease.run_note(run_id=self.run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=gettext_noop(
+                "Registered as the model %(model)s (a draft: publish it in the registry to share it)."),
+                params={"model": model.name})
             if self.echo:
                 self.echo(f"registered as {model.name} ({model.slug})")
         return super().finish(state)

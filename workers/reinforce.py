@@ -27,7 +27,7 @@ import platform
 import time
 
 import torch
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from apps.system import files
 from apps.training import grpo as grpo_app
@@ -154,14 +154,14 @@ class ReinforceJob(TrainingJob):
             elif waited > BEFORE_QUEUED_SECONDS or not _infer_worker_on(host):
                 break
             if not noted:
-                lease.run_note(run_id=self.run.pk, token=self.token, message=_(
+                lease.run_note(run_id=self.run.pk, token=self.token, message=gettext_noop(
                     "Waiting for evaluation #%(id)s (held-out accuracy before training) to finish: it runs on this "
-                    "machine, and the two would share its cores.") % {"id": before_id})
+                    "machine, and the two would share its cores."), params={"id": before_id})
                 noted = True
             time.sleep(BEFORE_POLL_SECONDS)
         if noted:
-            lease.run_note(run_id=self.run.pk, token=self.token, message=_("Training starts (waited %(s)s s).")
-                           % {"s": round(time.monotonic() - started)})
+            lease.run_note(run_id=self.run.pk, token=self.token, message=gettext_noop(
+                "Training starts (waited %(s)s s)."), params={"s": round(time.monotonic() - started)})
 
     def encode_prompt(self, problem) -> list[int]:
         from apps.evals.selectors import prompt_ids
@@ -286,8 +286,8 @@ class ReinforceJob(TrainingJob):
         model_copy_tokenizer_files(base=self.run.base_model, into=directory)
         model = model_register_derived(run=self.run, weights_dir=directory, weights_name=path.name, suffix="grpo",
                                        step=state.step)
-        lease.run_note(run_id=self.run.pk, token=self.token, kind=RunEvent.Kind.GOOD,
-                       message=f"Registered as {model.name} (a draft: publish it from the registry).")
+        lease.run_note(run_id=self.run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=gettext_noop(
+            "Registered as %(model)s (a draft: publish it from the registry)."), params={"model": model.name})
         grpo_app.heldout_after(run_id=self.run.pk, token=self.token, model=model)
         return f"registered as {model.name}"
 

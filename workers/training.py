@@ -30,6 +30,7 @@ from collections import deque
 import torch
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils.translation import gettext_noop
 
 from apps.system import files
 from apps.system.devices import device_peak_flops, device_profile_record
@@ -258,9 +259,9 @@ class TrainingJob:
             self.fail(f"the run trained for longer than TRAINING_MAX_SECONDS ({settings.TRAINING_MAX_SECONDS:.0f} "
                       f"s) and was stopped at step {state.step}; {saved}")
             return "failed: time limit"
-        lease.run_requeue(run_id=self.run.pk, token=self.token, message=(
-            f"Worker {self.run.worker} is shutting down: stopped at step {state.step}, {saved}; the run continues "
-            f"on the next free worker."))
+        lease.run_requeue(run_id=self.run.pk, token=self.token, message=gettext_noop(
+            "Worker %(worker)s is shutting down: stopped at step %(step)s, %(saved)s; the run continues on the next "
+            "free worker."), params={"worker": self.run.worker, "step": state.step, "saved": saved})
         return "requeued: worker shutting down"
 
     def stopped_early(self, why: str) -> str:
@@ -269,9 +270,9 @@ class TrainingJob:
                                 reason="before training began")
             return "cancelled"
         if why == "shutdown":
-            lease.run_requeue(run_id=self.run.pk, token=self.token,
-                                 message=f"Worker {self.run.worker} is shutting down before training began: the "
-                                         f"run waits for the next free worker.")
+            lease.run_requeue(run_id=self.run.pk, token=self.token, message=gettext_noop(
+                "Worker %(worker)s is shutting down before training began: the run waits for the next free worker."),
+                params={"worker": self.run.worker})
             return "requeued: worker shutting down"
         return "lost: another worker holds the run now"
 
@@ -292,9 +293,10 @@ class TrainingJob:
                 raise ValueError(f"the data could not be prepared: {state.message}")
             if not said:
                 said = True
-                lease.run_note(run_id=run.pk, token=self.token, message=(
-                    f"Waiting for {run.data.get('corpus')} to be encoded with {run.data.get('tokenizer')} (a job on "
-                    f"the infer queue; its progress shows on the Data page)."))
+                lease.run_note(run_id=run.pk, token=self.token, message=gettext_noop(
+                    "Waiting for %(corpus)s to be encoded with %(tokenizer)s (a job on the infer queue; its progress "
+                    "shows on the Data page)."),
+                    params={"corpus": run.data.get("corpus"), "tokenizer": run.data.get("tokenizer")})
             self.recorder.publish_preparing(state)
             if state.progress == 0 and time.monotonic() - waited_since > ENCODE_HERE_AFTER:
                 self.encode_here(state.shards_id)
@@ -303,8 +305,9 @@ class TrainingJob:
             state = sources.data_state(shards_id=state.shards_id)
         files = sources.data_files(shards_id=state.shards_id)
         if said:
-            lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=(
-                f"Data ready: {files.n_train_tokens:,} training and {files.n_val_tokens:,} validation tokens."))
+            lease.run_note(run_id=run.pk, token=self.token, kind=RunEvent.Kind.GOOD, message=gettext_noop(
+                "Data ready: %(train)s training and %(val)s validation tokens."),
+                params={"train": f"{files.n_train_tokens:,}", "val": f"{files.n_val_tokens:,}"})
         train, val = open_tokens(files.train), open_tokens(files.val)
         if "baselines" not in run.data:  # what the run page judges checkpoints against (a few ms of numpy)
             lease.run_record_baselines(run_id=run.pk, token=self.token, baselines={
@@ -315,8 +318,9 @@ class TrainingJob:
         """Nobody took the encoding job: do it in this process (it refuses if an infer worker started it since)."""
         from workers.corpora import corpus_encode
 
-        lease.run_note(run_id=self.run.pk, token=self.token, message=(
-            f"No infer worker started the encoding within {ENCODE_HERE_AFTER:.0f} s: encoding on this worker."))
+        lease.run_note(run_id=self.run.pk, token=self.token, message=gettext_noop(
+            "No infer worker started the encoding within %(s)s s: encoding on this worker."),
+            params={"s": round(ENCODE_HERE_AFTER)})
         corpus_encode(shards_id=shards_id)
 
     def check_fits(self, model_cfg: GPTConfig, train_cfg: TrainConfig, train_data, val_data, device: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from apps.corpora.conversations import conversation_format, conversations_load, conversations_missing_chars
 from apps.corpora.models import Corpus
@@ -175,8 +176,9 @@ def sft_run_create(*, owner, plan: SFTPlan, name: str = "", enqueue: bool = True
                   (base.tokenizer_spec or {}).get("name", ""), "base_model": base.name,
                   "n_train": plan.n_train, "n_val": plan.n_val, "sft": plan.sft},
             model_config=plan.model_config, train_config=plan.train_config, queued=timezone.now())
-        note(run, _("Queued by %(user)s: fine-tune %(base)s on %(set)s (%(how)s, %(n)s training conversations).")
-             % {"user": owner.get_username(), "base": base.name, "set": corpus.name, "how": how, "n": plan.n_train})
+        note(run, gettext_noop("Queued by %(user)s: fine-tune %(base)s on %(set)s (%(how)s, %(n)s training "
+                               "conversations)."),
+             {"user": owner.get_username(), "base": base.name, "set": corpus.name, "how": how, "n": plan.n_train})
         if enqueue:
             enqueue_on_commit(run.pk)
     return run

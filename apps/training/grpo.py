@@ -14,6 +14,7 @@ import functools
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from apps.training import estimates, selectors, services
 from apps.training.models import Rollout, Run, RunEvent
@@ -96,8 +97,8 @@ def grpo_run_create(*, owner, base_model, corpus, grpo_config: dict, lora: bool 
                                                                                     "corpus": corpus.name})[:100],
             kind=Run.Kind.GRPO, base_model=base_model, corpus=corpus, tokenizer=base_model.tokenizer, data=data,
             model_config=model_cfg.to_dict(), train_config=train_config, queued=timezone.now())
-        services.note(run, _("Queued: GRPO from %(model)s on %(corpus)s, G=%(g)s, %(steps)s steps.")
-                      % {"model": base_model.name, "corpus": corpus.name, "g": cfg.group_size, "steps": cfg.steps})
+        services.note(run, gettext_noop("Queued: GRPO from %(model)s on %(corpus)s, G=%(g)s, %(steps)s steps."),
+                      {"model": base_model.name, "corpus": corpus.name, "g": cfg.group_size, "steps": cfg.steps})
         heldout_before(run=run)
         if enqueue:
             services.enqueue_on_commit(run.pk)
@@ -190,13 +191,13 @@ def heldout_before(*, run: Run) -> None:
         before = same or evaluation_create(user=run.owner, model=run.base_model, **settings)
     except EvalError as exc:
         _heldout_set(run, {"skipped": str(exc)})
-        services.note(run, _("Held-out accuracy will not be measured: %(why)s") % {"why": exc},
+        services.note(run, gettext_noop("Held-out accuracy will not be measured: %(why)s"), {"why": str(exc)},
                       kind=RunEvent.Kind.WARNING)
         return
     _heldout_set(run, {"before": before.pk})
-    services.note(run, _("Held-out accuracy before training: evaluation #%(id)s of %(model)s, %(n)s problems, "
-                         "pass@1 and pass@%(k)s.") % {"id": before.pk, "model": run.base_model.name, "n": before.n,
-                                                     "k": k})
+    services.note(run, gettext_noop("Held-out accuracy before training: evaluation #%(id)s of %(model)s, %(n)s "
+                                    "problems, pass@1 and pass@%(k)s."),
+                  {"id": before.pk, "model": run.base_model.name, "n": before.n, "k": k})
 
 
 def heldout_after(*, run_id: int, token: str, model) -> bool:
@@ -212,11 +213,13 @@ def heldout_after(*, run_id: int, token: str, model) -> bool:
         after = evaluation_repeat(user=run.owner, evaluation=before, model=model)
     except EvalError as exc:
         lease.run_note(run_id=run_id, token=token, kind=RunEvent.Kind.WARNING,
-                       message=_("Held-out accuracy after training was not measured: %(why)s") % {"why": exc})
+                       message=gettext_noop("Held-out accuracy after training was not measured: %(why)s"),
+                       params={"why": str(exc)})
         return True
     _heldout_set(run, {**run.data.get("heldout", {}), "after": after.pk})
-    lease.run_note(run_id=run_id, token=token, message=_("Held-out accuracy after training: evaluation #%(id)s of "
-                                                         "%(model)s, queued.") % {"id": after.pk, "model": model.name})
+    lease.run_note(run_id=run_id, token=token, message=gettext_noop("Held-out accuracy after training: evaluation "
+                                                                    "#%(id)s of %(model)s, queued."),
+                   params={"id": after.pk, "model": model.name})
     return True
 
 

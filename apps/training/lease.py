@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from apps.system import files
 from apps.system.devices import describe_device
@@ -49,7 +50,8 @@ def run_claim(*, run_id: int, worker: str, device: dict, task_id: str = "") -> R
     if not taken:
         return None
     run = Run.objects.get(pk=run_id)
-    note(run, f"Taken by worker {worker} ({describe_device(device)}).")
+    note(run, gettext_noop("Taken by worker %(worker)s (%(device)s)."),
+         {"worker": worker, "device": describe_device(device)})
     publish(realtime.queue_group(), realtime.queue_event())
     publish_status(run)
     return run
@@ -64,12 +66,12 @@ def run_renew(*, run_id: int, token: str) -> tuple[bool, bool]:
     return True, Run.objects.filter(pk=run_id, cancel_requested=True).exists()
 
 
-def run_note(*, run_id: int, token: str, message: str, kind: str = RunEvent.Kind.INFO,
+def run_note(*, run_id: int, token: str, message: str, params: dict | None = None, kind: str = RunEvent.Kind.INFO,
              step: int | None = None) -> None:
-    """A timeline entry from the worker (waiting for data, data ready, ...)."""
+    """A timeline entry from the worker (waiting for data, data ready, ...): services.note's message and params."""
     run = Run.objects.filter(pk=run_id, lease_token=token).first()
     if run is not None:
-        note(run, message, kind=kind, step=step)
+        note(run, message, params, kind=kind, step=step)
         publish_status(run)
 
 
@@ -117,9 +119,10 @@ def run_start(*, run_id: int, token: str, from_step: int, resumed: bool) -> bool
         return False
     run = Run.objects.get(pk=run_id)
     if resumed:
-        note(run, f"Training continues from the checkpoint at step {from_step}.", step=from_step)
+        note(run, gettext_noop("Training continues from the checkpoint at step %(step)s."), {"step": from_step},
+             step=from_step)
     else:
-        note(run, "Training started.", step=0)
+        note(run, gettext_noop("Training started."), step=0)
     publish_status(run)
     return True
 
@@ -196,22 +199,30 @@ def run_finish(*, run_id: int, token: str, status: str, reason: str = "", step: 
                 cancel_requested=False):
             return False
         run = Run.objects.get(pk=run_id)
-        words = {Run.Status.SUCCEEDED: "Finished", Run.Status.FAILED: "Failed", Run.Status.CANCELLED: "Cancelled"}
-        message = f"{words[status]} at step {run.step}" + (f": {reason}" if reason else ".")
-        note(run, message, kind=kinds[status], step=run.step)
+        messages = {  # with the reason (in the words its writer chose), or without
+            Run.Status.SUCCEEDED: (gettext_noop("Finished at step %(step)s: %(reason)s"),
+                                   gettext_noop("Finished at step %(step)s.")),
+            Run.Status.FAILED: (gettext_noop("Failed at step %(step)s: %(reason)s"),
+                                gettext_noop("Failed at step %(step)s.")),
+            Run.Status.CANCELLED: (gettext_noop("Cancelled at step %(step)s: %(reason)s"),
+                                   gettext_noop("Cancelled at step %(step)s.")),
+        }
+        with_reason, without = messages[status]
+        note(run, with_reason if reason else without, {"step": run.step, "reason": reason}, kind=kinds[status],
+             step=run.step)
         publish_status_on_commit(run_id)
         transaction.on_commit(lambda: publish(realtime.queue_group(), realtime.queue_event()))
     return True
 
 
-def run_requeue(*, run_id: int, token: str, message: str) -> bool:
+def run_requeue(*, run_id: int, token: str, message: str, params: dict | None = None) -> bool:
     """Give a run back to the queue (its worker is shutting down): the next worker continues it."""
     with transaction.atomic():
         if not Run.objects.filter(pk=run_id, lease_token=token).update(
                 status=Run.Status.QUEUED, lease_token="", lease_expires=None, queued=timezone.now()):
             return False
         run = Run.objects.get(pk=run_id)
-        note(run, message, kind=RunEvent.Kind.WARNING, step=run.step)
+        note(run, message, params, kind=RunEvent.Kind.WARNING, step=run.step)
         enqueue_on_commit(run_id)
         publish_status_on_commit(run_id)
     return True
@@ -228,11 +239,15 @@ def run_recover_lost(*, now=None) -> list[int]:
                     status=Run.Status.QUEUED, lease_token="", lease_expires=None, queued=now):
                 continue
             last = run.checkpoints.order_by("-step").first()
-            where = f"its last checkpoint (step {last.step})" if last else "the start (no checkpoint yet)"
             silent = (now - run.lease_expires).total_seconds() + lease_seconds()
-            note(run, f"Worker {run.worker or '?'} stopped responding at step {run.step} (no lease renewal for "
-                       f"{silent:.0f} s): the run is queued again and continues from {where} when a worker is free.",
-                  kind=RunEvent.Kind.ERROR, step=run.step)
+            params = {"worker": run.worker or "?", "step": run.step, "s": round(silent),
+                      "checkpoint": last.step if last else None}
+            note(run, gettext_noop("Worker %(worker)s stopped responding at step %(step)s (no lease renewal for "
+                                   "%(s)s s): the run is queued again and continues from its last checkpoint (step "
+                                   "%(checkpoint)s) when a worker is free.") if last else
+                 gettext_noop("Worker %(worker)s stopped responding at step %(step)s (no lease renewal for %(s)s s): "
+                              "the run is queued again and continues from the start (no checkpoint yet) when a worker is free."),
+                 params, kind=RunEvent.Kind.ERROR, step=run.step)
             enqueue_on_commit(run.pk)
             publish_status_on_commit(run.pk)
         recovered.append(run.pk)
@@ -254,9 +269,10 @@ def run_requeue_stranded(*, now=None) -> list[int]:
         with transaction.atomic():
             if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, queued=run.queued).update(queued=now):
                 continue  # taken or queued again meanwhile
-            note(run, f"Run #{run.pk} waited {(now - run.queued).total_seconds():.0f} s in the queue but its message "
-                       f"was lost (Redis restarted or was away): it is queued again.", kind=RunEvent.Kind.WARNING,
-                  step=run.step)
+            note(run, gettext_noop("Run #%(run)s waited %(s)s s in the queue but its message was lost (Redis "
+                                   "restarted or was away): it is queued again."),
+                 {"run": run.pk, "s": round((now - run.queued).total_seconds())}, kind=RunEvent.Kind.WARNING,
+                 step=run.step)
             enqueue_on_commit(run.pk)
         requeued.append(run.pk)
         log.warning("run %s was queued with no message in the broker; enqueued again", run.pk)

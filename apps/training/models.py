@@ -204,7 +204,11 @@ class Checkpoint(models.Model):
 
 
 class RunEvent(models.Model):
-    """The run's timeline: queued, taken by a worker, data ready, cancelled, the worker lost, resumed, finished."""
+    """The run's timeline: queued, taken by a worker, data ready, cancelled, the worker lost, resumed, finished.
+
+    `message` is the English text; `template` the catalogue msgid it was made from, with `params` for its %(name)s
+    placeholders, so that `text` says it in the reader's language (workers write events with no request, hence no
+    language, to go by). Words the catalogue lacks (an exception's, rows from before templates) read as written."""
 
     class Kind(models.TextChoices):
         INFO = "info"
@@ -217,9 +221,24 @@ class RunEvent(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.INFO)
     step = models.PositiveIntegerField(null=True, blank=True)
     message = models.TextField()
+    template = models.TextField(blank=True, help_text="the msgid `message` was made from")
+    params = models.JSONField(default=dict, blank=True, help_text="values of the template's %(name)s placeholders")
 
     class Meta:
         ordering = ["at", "id"]
+
+    @property
+    def text(self) -> str:
+        from django.utils.translation import gettext
+
+        if not self.template:
+            return self.message
+        if not self.params:
+            return gettext(self.template)
+        try:
+            return gettext(self.template) % self.params
+        except (KeyError, TypeError, ValueError):  # a translation that lost a placeholder: the English still works
+            return self.message
 
 
 class DeviceProfile(models.Model):

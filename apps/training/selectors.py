@@ -80,7 +80,7 @@ def run_events(*, run: Run) -> QuerySet[RunEvent]:
 
 
 def event_view(event: RunEvent) -> dict:
-    return {"at": event.at.isoformat(), "kind": event.kind, "step": event.step, "message": event.message}
+    return {"at": event.at.isoformat(), "kind": event.kind, "step": event.step, "message": event.text}
 
 
 def run_progress(*, run: Run) -> dict:

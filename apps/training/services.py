@@ -20,6 +20,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from apps.system.realtime import publish
 from apps.system.redisconn import redis_client
@@ -60,7 +61,7 @@ def run_create(*, owner, corpus, tokenizer, model_config: dict, train_config: di
             train_config=train_cfg.to_dict(),
             queued=timezone.now(),
         )
-        note(run, _("Queued by %(user)s.") % {"user": owner.get_username()})
+        note(run, gettext_noop("Queued by %(user)s."), {"user": owner.get_username()})
         if enqueue:
             enqueue_on_commit(run.pk)
     return run
@@ -75,12 +76,13 @@ def run_cancel(*, run: Run, user) -> Run:
         # only while no worker holds it: a worker may be taking it this very moment
         if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, lease_token="").update(
                 status=Run.Status.CANCELLED, reason="Cancelled before it started.", finished=now):
-            note(run, f"Cancelled by {user.get_username()} while queued.", kind=RunEvent.Kind.WARNING)
+            note(run, gettext_noop("Cancelled by %(user)s while queued."), {"user": user.get_username()},
+                 kind=RunEvent.Kind.WARNING)
             publish_status_on_commit(run.pk)
             transaction.on_commit(lambda: publish(realtime.queue_group(), realtime.queue_event()))
         elif Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE).update(cancel_requested=True):
-            note(run, f"Cancel requested by {user.get_username()}; the worker stops after the current step.",
-                  kind=RunEvent.Kind.WARNING, step=Run.objects.get(pk=run.pk).step)
+            note(run, gettext_noop("Cancel requested by %(user)s; the worker stops after the current step."),
+                 {"user": user.get_username()}, kind=RunEvent.Kind.WARNING, step=Run.objects.get(pk=run.pk).step)
             transaction.on_commit(lambda: _send_control(run.pk, realtime.CANCEL))
         else:
             run.refresh_from_db()
@@ -121,7 +123,8 @@ def run_resume(*, run: Run, user) -> Run:
         # queued, but its message is gone (Redis restarted without it): Resume sends a new one
         with transaction.atomic():
             Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(queued=timezone.now())
-            note(run, f"Resumed by {user.get_username()}: its message in the queue was lost, so it is sent again.")
+            note(run, gettext_noop("Resumed by %(user)s: its message in the queue was lost, so it is sent again."),
+                 {"user": user.get_username()})
             enqueue_on_commit(run.pk)
             publish_status_on_commit(run.pk)
         run.refresh_from_db()
@@ -136,8 +139,12 @@ def run_resume(*, run: Run, user) -> Run:
             status=Run.Status.QUEUED, reason="", cancel_requested=False, queued=timezone.now(), finished=None)
         if not updated:
             raise TrainingError(f"run #{run.pk} changed meanwhile: reload the page")
-        where = f"its checkpoint at step {last.step}" if last else "the start (it saved no checkpoint)"
-        note(run, f"Resumed by {user.get_username()}: continues from {where}.")
+        if last:
+            note(run, gettext_noop("Resumed by %(user)s: continues from its checkpoint at step %(step)s."),
+                 {"user": user.get_username(), "step": last.step})
+        else:
+            note(run, gettext_noop("Resumed by %(user)s: continues from the start (it saved no checkpoint)."),
+                 {"user": user.get_username()})
         enqueue_on_commit(run.pk)
         publish_status_on_commit(run.pk)
     run.refresh_from_db()
@@ -201,8 +208,10 @@ def run_fork(*, checkpoint: Checkpoint, user, changes: dict, name: str = "") -> 
         copied = _link_checkpoint(checkpoint, run)
         Checkpoint.objects.create(run=run, step=checkpoint.step, path=copied, train_loss=checkpoint.train_loss,
                                   val_loss=checkpoint.val_loss, size_bytes=checkpoint.size_bytes)
-        note(run, f"Forked by {user.get_username()} from run #{parent.pk} at step {checkpoint.step} ({what}).")
-        note(parent, f"Forked at step {checkpoint.step} into run #{run.pk} ({what}).", step=checkpoint.step)
+        note(run, gettext_noop("Forked by %(user)s from run #%(parent)s at step %(step)s (%(what)s)."),
+             {"user": user.get_username(), "parent": parent.pk, "step": checkpoint.step, "what": what})
+        note(parent, gettext_noop("Forked at step %(step)s into run #%(run)s (%(what)s)."),
+             {"step": checkpoint.step, "run": run.pk, "what": what}, step=checkpoint.step)
         enqueue_on_commit(run.pk)
     return run
 
@@ -289,8 +298,12 @@ def _link_checkpoint(checkpoint: Checkpoint, run: Run) -> str:
     return rel
 
 
-def note(run: Run, message: str, *, kind: str = RunEvent.Kind.INFO, step: int | None = None) -> RunEvent:
-    return RunEvent.objects.create(run=run, message=message, kind=kind, step=step)
+def note(run: Run, message: str, params: dict | None = None, *, kind: str = RunEvent.Kind.INFO,
+         step: int | None = None) -> RunEvent:
+    """A timeline entry: `message` English, marked with gettext_noop, with the values of its %(name)s placeholders
+    in `params` (RunEvent.text says it in each reader's language)."""
+    return RunEvent.objects.create(run=run, message=message % params if params else message, template=message,
+                                   params=params or {}, kind=kind, step=step)
 
 
 def publish_status(run: Run) -> None:

@@ -225,3 +225,28 @@ def test_an_impossible_mfu_is_not_learned(db):
     device = {"kind": "cpu", "name": "Test CPU", "cores": 2}
     devices.device_profile_record(device=device, mfu=1.3)
     assert DeviceProfile.objects.get(key=devices.device_key(device)).mfu is None
+
+
+def test_the_timeline_is_written_in_english_and_read_in_the_readers_language(client, user, tiny_corpus, char_tok):
+    """Workers write events with no request to take a language from: the event keeps its msgid and values, and each
+    reader gets it in theirs; words the catalogue lacks (an exception's) read as written."""
+    from django.utils import translation
+
+    from apps.training.models import RunEvent
+
+    run = make_run(user, tiny_corpus, char_tok)
+    token = claim(run).lease_token
+    lease.run_note(run_id=run.pk, token=token, message="ZeroDivisionError: division by zero")
+    lease.run_finish(run_id=run.pk, token=token, status=Run.Status.FAILED, reason="the loss was NaN")
+    queued, taken, raw, failed = RunEvent.objects.filter(run=run).order_by("id")
+    assert taken.message == "Taken by worker train@a (CPU Test CPU, 2 cores)." == taken.text
+    assert failed.message == "Failed at step 0: the loss was NaN"
+    with translation.override("zh-hans"):
+        assert queued.text == "由 ada 加入队列。" and taken.text.startswith("由工作进程 train@a")
+        assert failed.text == "在第 0 步失败：the loss was NaN"  # the reason is the writer's words
+        assert raw.text == "ZeroDivisionError: division by zero"
+    client.force_login(user)
+    page = client.get(f"/training/runs/{run.pk}/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "由工作进程 train@a" in page and "在第 0 步失败" in page
+    page = client.get(f"/training/runs/{run.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Taken by worker train@a" in page
