@@ -189,6 +189,15 @@ def run_sync_checkpoints(*, run: Run, found: list[tuple[int, str, dict]]) -> Non
             "size_bytes": os.path.getsize(full) if os.path.exists(full) else 0})
 
 
+FINISH_MESSAGES = {  # the timeline's last entry: with the reason (in the words its writer chose), or without
+    Run.Status.SUCCEEDED: (gettext_noop("Finished at step %(step)s: %(reason)s"),
+                           gettext_noop("Finished at step %(step)s.")),
+    Run.Status.FAILED: (gettext_noop("Failed at step %(step)s: %(reason)s"), gettext_noop("Failed at step %(step)s.")),
+    Run.Status.CANCELLED: (gettext_noop("Cancelled at step %(step)s: %(reason)s"),
+                           gettext_noop("Cancelled at step %(step)s.")),
+}
+
+
 def run_finish(*, run_id: int, token: str, status: str, reason: str = "", step: int | None = None) -> bool:
     """The run ended: succeeded, failed (reason says why) or cancelled. Releases the lease."""
     kinds = {Run.Status.SUCCEEDED: RunEvent.Kind.GOOD, Run.Status.FAILED: RunEvent.Kind.ERROR,
@@ -199,15 +208,7 @@ def run_finish(*, run_id: int, token: str, status: str, reason: str = "", step: 
                 cancel_requested=False):
             return False
         run = Run.objects.get(pk=run_id)
-        messages = {  # with the reason (in the words its writer chose), or without
-            Run.Status.SUCCEEDED: (gettext_noop("Finished at step %(step)s: %(reason)s"),
-                                   gettext_noop("Finished at step %(step)s.")),
-            Run.Status.FAILED: (gettext_noop("Failed at step %(step)s: %(reason)s"),
-                                gettext_noop("Failed at step %(step)s.")),
-            Run.Status.CANCELLED: (gettext_noop("Cancelled at step %(step)s: %(reason)s"),
-                                   gettext_noop("Cancelled at step %(step)s.")),
-        }
-        with_reason, without = messages[status]
+        with_reason, without = FINISH_MESSAGES[status]
         note(run, with_reason if reason else without, {"step": run.step, "reason": reason}, kind=kinds[status],
              step=run.step)
         publish_status_on_commit(run_id)
@@ -246,7 +247,8 @@ def run_recover_lost(*, now=None) -> list[int]:
                                    "%(s)s s): the run is queued again and continues from its last checkpoint (step "
                                    "%(checkpoint)s) when a worker is free.") if last else
                  gettext_noop("Worker %(worker)s stopped responding at step %(step)s (no lease renewal for %(s)s s): "
-                              "the run is queued again and continues from the start (no checkpoint yet) when a worker is free."),
+                              "the run is queued again and continues from the start (no checkpoint yet) when a "
+                              "worker is free."),
                  params, kind=RunEvent.Kind.ERROR, step=run.step)
             enqueue_on_commit(run.pk)
             publish_status_on_commit(run.pk)
